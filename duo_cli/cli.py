@@ -1,0 +1,131 @@
+"""The ``duo`` command line (Typer). Parses argv and hands over; heavy imports are lazy."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="duo",
+    help="Learn to coordinate a novice and an expert agent (YRC). "
+    "Every command takes Hydra overrides: key=value or group=option.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="Hydra overrides, e.g. env.task=coinrun seed=1")
+]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _compose(overrides: list[str] | None, extra: list[str] | None = None):
+    from duo_cli.config import ConfigError, compose
+
+    try:
+        return compose([*(extra or []), *(overrides or [])])
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _run(fn, *args):
+    """Run a command body; user errors become one line and exit code 2."""
+    from duo_cli.checkpoint import CheckpointError
+    from duo_cli.config import ConfigError
+
+    try:
+        return fn(*args)
+    except (ConfigError, CheckpointError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: re-run with resume=true and the same run_dir to continue", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def train(
+    overrides: Overrides = None,
+    type_: Annotated[
+        str, typer.Option("--type", "-t", help="what to train: agent | coord")
+    ] = "agent",
+) -> None:
+    """Train an agent (PPO on a base env) or a coordinator (on CoordEnv)."""
+    if type_ not in ("agent", "coord"):
+        _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
+    extra = [f"type={type_}"]
+    if type_ == "coord":
+        from duo_cli.config import coord_defaults
+
+        extra = coord_defaults(overrides or []) + extra
+    cfg = _compose(overrides, extra)
+    from duo_cli import experiment
+
+    console = _console()
+    fn = experiment.train_agent if type_ == "agent" else experiment.train_coord
+    run_dir = _run(fn, cfg, console)
+    console.print(f"run dir: {run_dir}", soft_wrap=True)
+
+
+@app.command(name="eval")
+def eval_(
+    checkpoint: Annotated[str, typer.Argument(help="an agent or coordinator checkpoint (.pt)")],
+    overrides: Overrides = None,
+) -> None:
+    """Evaluate a saved agent or coordinator on the splits and print the table."""
+    cfg = _compose(overrides)
+    from duo_cli import experiment
+
+    console = _console()
+    run_dir = _run(experiment.evaluate_checkpoint, cfg, checkpoint, console)
+    console.print(f"run dir: {run_dir}", soft_wrap=True)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    overrides: Overrides = None,
+    summarize: Annotated[
+        str | None, typer.Option("--summarize", help="re-render the summary of an existing sweep dir")
+    ] = None,
+) -> None:
+    """Hydra multirun cost sweep (alpha grid x methods x seeds) with AUC tables and plots."""
+    from duo_cli import sweep as sweep_mod
+
+    console = _console()
+    if summarize:
+        sweep_dir = _run(sweep_mod.summarize_dir, summarize, console)
+    else:
+        sweep_dir = _run(sweep_mod.run_sweep, list(overrides or []), console)
+    console.print(f"sweep dir: {sweep_dir}", soft_wrap=True)
+
+
+@app.command()
+def config(overrides: Overrides = None) -> None:
+    """Print the composed config as YAML."""
+    from duo_cli.config import to_yaml
+
+    cfg = _compose(overrides)
+    typer.echo(to_yaml(cfg), nl=False)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hydra").setLevel(logging.WARNING)
+    app(prog_name="duo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Evaluator: measures a policy on one split, with confidence intervals.
+
+Every evaluation resets the split's env with the same seed, so every policy
+meets the same levels in the same env slots (paired comparison).  Each env
+slot contributes a fixed quota of episodes, so short episodes are not
+over-represented, and no step cap is imposed beyond the game's own limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def mean_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the normal-approximation 95% confidence interval."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    if values.size == 1:
+        return float(values[0]), 0.0
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
+
+
+class Evaluator:
+    """Run ``num_episodes`` episodes of a policy on ``env`` and summarise them.
+
+    :param env: a vector env (a base env for agents, a CoordEnv for coordinators).
+    :param num_episodes: episodes to collect; each of the ``env.num_envs`` slots
+        contributes ``ceil(num_episodes / num_envs)`` at most, earliest first.
+    :param seed: reset seed: the same seed gives the same levels.
+    :param temperature: sampling temperature passed to the policy.
+    """
+
+    def __init__(
+        self, env: Any, num_episodes: int, seed: int, temperature: float = 1.0, split: str = ""
+    ):
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        self.env = env
+        self.num_episodes = int(num_episodes)
+        self.seed = int(seed)
+        self.temperature = float(temperature)
+        self.split = split
+
+    @torch.no_grad()
+    def evaluate(self, policy: Any) -> dict[str, Any]:
+        env = self.env
+        n = env.num_envs
+        quota = math.ceil(self.num_episodes / n)
+        coordinating = hasattr(env, "EXPERT")
+        expert_id = getattr(env, "EXPERT", 1)
+
+        policy.eval()
+        obs, _ = env.reset(seed=self.seed)
+        policy.reset(np.ones(n, dtype=bool))
+        counts = np.zeros(n, dtype=np.int64)
+        ep_reward = np.zeros(n)
+        ep_base = np.zeros(n)
+        ep_len = np.zeros(n, dtype=np.int64)
+        ep_expert = np.zeros(n, dtype=np.int64)
+        ep_switch = np.zeros(n, dtype=np.int64)
+        prev = np.full(n, -1, dtype=np.int64)
+        records: list[tuple[int, int, float, float, int, int, int]] = []
+        total_steps = 0
+        temperature = self.temperature
+        while (counts < quota).any():
+            action = policy.act(obs, temperature)
+            a = action.cpu().numpy() if isinstance(action, torch.Tensor) else np.asarray(action)
+            obs, reward, terminated, truncated, info = env.step(a)
+            done = np.logical_or(terminated, truncated)
+            total_steps += n
+            ep_reward += reward
+            ep_base += info["base_reward"] if "base_reward" in info else reward
+            ep_len += 1
+            if coordinating:
+                ep_expert += a == expert_id
+                ep_switch += (prev >= 0) & (a != prev)
+                prev[:] = a
+            if done.any():
+                for i in np.flatnonzero(done):
+                    if counts[i] < quota:
+                        records.append(
+                            (int(counts[i]), int(i), float(ep_reward[i]), float(ep_base[i]),
+                             int(ep_len[i]), int(ep_expert[i]), int(ep_switch[i]))
+                        )
+                        counts[i] += 1
+                ep_reward[done] = 0.0
+                ep_base[done] = 0.0
+                ep_len[done] = 0
+                ep_expert[done] = 0
+                ep_switch[done] = 0
+                prev[done] = -1
+                policy.reset(done)
+        return summarize_episodes(records, self.num_episodes, total_steps, coordinating)
+
+
+def summarize_episodes(
+    records: list[tuple[int, int, float, float, int, int, int]],
+    num_episodes: int,
+    total_steps: int,
+    coordinating: bool = True,
+) -> dict[str, Any]:
+    """Summarise episode records ``(k, slot, reward, base, length, expert, switches)``.
+
+    The first ``num_episodes`` records in (k, slot) order are kept, so every
+    slot contributes its k-th episode before any slot contributes its (k+1)-th.
+    """
+    kept = sorted(records)[:num_episodes]
+    arr = np.array([r[2:] for r in kept], dtype=np.float64).reshape(-1, 5)
+    rewards, base, lengths, expert, switches = arr.T
+    reward_mean, reward_ci = mean_ci95(rewards)
+    base_mean, base_ci = mean_ci95(base)
+    steps = float(lengths.sum())
+    result: dict[str, Any] = {
+        "reward_mean": reward_mean,
+        "reward_ci95": reward_ci,
+        "base_reward_mean": base_mean,
+        "base_reward_ci95": base_ci,
+        "episode_length_mean": float(lengths.mean()) if len(kept) else float("nan"),
+        "episode_length_min": int(lengths.min()) if len(kept) else 0,
+        "episode_length_max": int(lengths.max()) if len(kept) else 0,
+        "episodes": len(kept),
+        "steps": int(total_steps),
+        "rewards": rewards.tolist(),
+        "base_rewards": base.tolist(),
+    }
+    if coordinating:
+        result["expert_frac"] = float(expert.sum() / steps) if steps else 0.0
+        result["switches_mean"] = float(switches.mean()) if len(kept) else 0.0
+    return result

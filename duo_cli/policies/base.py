@@ -1,0 +1,52 @@
+"""The Policy interface: a policy acts; algorithms change it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Policy:
+    """Base class of every acting policy (agents and coordinators).
+
+    Subclasses implement :meth:`act`; stateful ones also :meth:`reset`;
+    tunable ones :meth:`get_params` / :meth:`set_params`.
+    """
+
+    #: torch module holding learnable weights, if any
+    model: torch.nn.Module | None = None
+
+    def act(self, obs: Any, temperature: float = 1.0) -> torch.Tensor:
+        """Return one action per env row."""
+        raise NotImplementedError
+
+    def reset(self, done: np.ndarray) -> None:
+        """Forget per-episode state of the rows where ``done`` is true."""
+
+    def get_params(self) -> dict[str, Any]:
+        """Plain-data parameters (hyper-parameters or weights) that define the policy."""
+        return self.model.state_dict() if self.model is not None else {}
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        if self.model is not None:
+            self.model.load_state_dict(params)
+
+    def train(self) -> None:
+        if self.model is not None:
+            self.model.train()
+
+    def eval(self) -> None:
+        if self.model is not None:
+            self.model.eval()
+
+
+def sample_actions(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Sample from softmax(logits / temperature); temperature 0 means greedy."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    if temperature != 1.0:
+        logits = logits / temperature
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1).squeeze(-1)

@@ -1,0 +1,92 @@
+"""Rich console output: progress bars and result tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_ci(mean: float, ci: float) -> str:
+    return f"{fmt(mean)} ± {fmt(ci)}"
+
+
+class _Progress:
+    def __init__(self, progress: Progress | None, task: Any):
+        self._p, self._task = progress, task
+
+    def advance_to(self, step: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=step)
+
+    def update(self, step: int, metrics: Mapping[str, Any]) -> None:
+        if self._p is None:
+            return
+        ret = metrics.get("episode_return", float("nan"))
+        self._p.update(
+            self._task, completed=step,
+            info=f"SPS {metrics.get('sps', 0):,.0f}  return {fmt(ret)}",
+        )
+
+    def pause(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+    def resume(self) -> None:
+        if self._p is not None:
+            self._p.start()
+
+
+@contextmanager
+def metrics_progress(console: Console, total: int, enabled: bool = True) -> Iterator[_Progress]:
+    """A progress bar over environment steps showing SPS and recent return."""
+    if not enabled:
+        yield _Progress(None, None)
+        return
+    progress = Progress(
+        TextColumn("[bold]steps"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+    task = progress.add_task("train", total=total, info="")
+    with progress:
+        yield _Progress(progress, task)
+
+
+def print_eval_table(
+    console: Console,
+    results: Mapping[str, Mapping[str, Any]],
+    title: str = "evaluation",
+    best: Mapping[str, float] | None = None,
+) -> None:
+    """One row per split: reward ±95% CI, base reward, expert fraction, episode lengths."""
+    table = Table(title=title)
+    for col in ("split", "reward ± 95% CI", "base reward", "expert frac", "switches/ep",
+                "ep len (mean/min/max)", "episodes"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, r in results.items():
+        mark = " *" if best is not None and best.get(split) == r["reward_mean"] else ""
+        table.add_row(
+            split + mark,
+            fmt_ci(r["reward_mean"], r["reward_ci95"]),
+            fmt(r.get("base_reward_mean")),
+            fmt(r.get("expert_frac")),
+            fmt(r.get("switches_mean")),
+            f"{fmt(r['episode_length_mean'], 1)}/{r['episode_length_min']}/"
+            f"{r['episode_length_max']}",
+            str(r["episodes"]),
+        )
+    console.print(table)
