@@ -33,11 +33,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _compose(overrides: list[str] | None, extra: list[str] | None = None):
+def _compose(overrides: list[str] | None, config_name: str = "config"):
     from duo_cli.config import ConfigError, compose
 
     try:
-        return compose([*(extra or []), *(overrides or [])])
+        return compose(list(overrides or []), config_name)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -66,12 +66,7 @@ def train(
     """Train an agent (PPO on a base env) or a coordinator (on CoordEnv)."""
     if type_ not in ("agent", "coord"):
         _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
-    extra = [f"type={type_}"]
-    if type_ == "coord":
-        from duo_cli.config import coord_defaults
-
-        extra = coord_defaults(overrides or []) + extra
-    cfg = _compose(overrides, extra)
+    cfg = _compose(overrides, "coord" if type_ == "coord" else "config")
     from duo_cli import experiment
 
     console = _console()
@@ -90,7 +85,7 @@ def eval_(
     from duo_cli import experiment
 
     console = _console()
-    run_dir = _run(experiment.evaluate_checkpoint, cfg, checkpoint, console)
+    run_dir = _run(experiment.evaluate_checkpoint, cfg, checkpoint, console, overrides)
     console.print(f"run dir: {run_dir}", soft_wrap=True)
 
 
@@ -113,11 +108,18 @@ def sweep(
 
 
 @app.command()
-def config(overrides: Overrides = None) -> None:
+def config(
+    overrides: Overrides = None,
+    type_: Annotated[
+        str, typer.Option("--type", "-t", help="which primary config: agent | coord")
+    ] = "agent",
+) -> None:
     """Print the composed config as YAML."""
     from duo_cli.config import to_yaml
 
-    cfg = _compose(overrides)
+    if type_ not in ("agent", "coord"):
+        _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
+    cfg = _compose(overrides, "coord" if type_ == "coord" else "config")
     typer.echo(to_yaml(cfg), nl=False)
 
 

@@ -30,13 +30,13 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in path.glob("*.yaml")) if path.is_dir() else []
 
 
-def _compose_raw(overrides: Sequence[str]) -> DictConfig:
+def _compose_raw(overrides: Sequence[str], config_name: str = "config") -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def _group_of(override: str) -> tuple[str, str] | None:
@@ -52,8 +52,8 @@ def _keys_at(cfg: DictConfig, dotted: str) -> list[str]:
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``conf/config.yaml`` with Hydra ``key=value`` / ``group=option`` overrides.
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` (``config`` for agents, ``coord`` for coordination) with Hydra ``key=value`` / ``group=option`` overrides.
 
     :raises ConfigError: for an unknown group option, unknown key, bad syntax,
         or a value whose type does not match the default's.
@@ -73,7 +73,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
                     f"unknown {group} {value!r}; valid choices: {', '.join(options)}"
                 )
     try:
-        cfg = _compose_raw(overrides)
+        cfg = _compose_raw(overrides, config_name)
     except MissingConfigException as exc:
         raise ConfigError(str(exc).strip().splitlines()[0]) from None
     except OverrideParseException as exc:
@@ -82,13 +82,13 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         msg = str(exc).strip()
         key = _missing_key(msg)
         if key is not None:
-            base = _compose_raw([o for o in overrides if _group_of(o) is not None])
+            base = _compose_raw([o for o in overrides if _group_of(o) is not None], config_name)
             valid = _keys_at(base, key)
             raise ConfigError(
                 f"unknown key {key!r}; valid keys here: {', '.join(valid)}"
             ) from None
         raise ConfigError(msg.splitlines()[0]) from None
-    _check_types(cfg, overrides)
+    _check_types(cfg, overrides, config_name)
     _check_values(cfg)
     return cfg
 
@@ -129,12 +129,12 @@ def _compatible(default: Any, value: Any) -> bool:
     return d == "float" and v == "int"
 
 
-def _check_types(cfg: DictConfig, overrides: Sequence[str]) -> None:
+def _check_types(cfg: DictConfig, overrides: Sequence[str], config_name: str) -> None:
     """A value override must have the type of the value it replaces."""
     value_overrides = [o for o in overrides if _group_of(o) is None and not o.startswith("+")]
     if not value_overrides:
         return
-    base = _compose_raw([o for o in overrides if _group_of(o) is not None])
+    base = _compose_raw([o for o in overrides if _group_of(o) is not None], config_name)
     for ov in value_overrides:
         key = ov.lstrip("~").partition("=")[0]
         if key.startswith("hydra.") or key.startswith("hydra/"):
@@ -199,7 +199,3 @@ def resolve_path(path: str | os.PathLike) -> Path:
     alt = PROJECT_DIR / p
     return alt if alt.exists() else p
 
-
-def coord_defaults(overrides: Sequence[str]) -> list[str]:
-    """Group choices implied by ``--type coord`` unless the user chose them."""
-    return []

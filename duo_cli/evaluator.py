@@ -51,6 +51,12 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, policy: Any) -> dict[str, Any]:
+        """Score ``policy``; the agents' sampling is seeded too, so re-runs are identical."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            return self._evaluate(policy)
+
+    def _evaluate(self, policy: Any) -> dict[str, Any]:
         env = self.env
         n = env.num_envs
         quota = math.ceil(self.num_episodes / n)

@@ -129,7 +129,7 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
         cfg, cfg.evaluation.train_splits, cfg.evaluation.train_num_episodes,
         lambda split, n: make_base_env(cfg, split, n),
     )
-    policy = build_agent(cfg, env.single_action_space.n, device)
+    policy = build_agent(cfg, int(env.single_action_space.n), device)
     metadata = {
         "env": {"name": cfg.env.name, "task": cfg.env.task,
                 "train": OmegaConf.to_container(cfg.env.train)},
@@ -148,4 +148,213 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
         ctx.close()
     result["wall_time_s"] = time.time() - t0
     write_json(run_dir / "train_result.json", result)
+    return run_dir
+
+
+# -- coordination ----------------------------------------------------------------------
+
+#: which agents play novice and expert on each split (YRC-0 simulated validation)
+ROLES = {
+    "train": ("sim_novice", "novice"),
+    "val_sim": ("sim_novice", "novice"),
+    "val_true": ("novice", "expert"),
+    "test": ("novice", "expert"),
+}
+
+
+def base_penalty(cfg: DictConfig, expert_ckpt: dict) -> float:
+    """BP: ``coordination.base_penalty`` if set, else the expert checkpoint's measured value."""
+    if cfg.coordination.base_penalty is not None:
+        return float(cfg.coordination.base_penalty)
+    bp = expert_ckpt.get("metadata", {}).get("bp")
+    if bp is None:
+        raise ConfigError(
+            f"expert checkpoint {cfg.agents.expert} has no measured BP; run "
+            f"`duo eval {cfg.agents.expert} evaluation.write_bp=true` or set "
+            "coordination.base_penalty=<value>"
+        )
+    return float(bp)
+
+
+class CoordSetup:
+    """Loads the agents once and builds CoordEnvs per split."""
+
+    def __init__(self, cfg: DictConfig, device):
+        self.cfg, self.device = cfg, device
+        self.agents: dict[str, Any] = {}
+        self.ckpts: dict[str, dict] = {}
+        for role in ("sim_novice", "novice", "expert"):
+            self.agents[role], self.ckpts[role] = load_agent(cfg.agents[role], device)
+        self.bp = base_penalty(cfg, self.ckpts["expert"])
+
+    def env(self, split: str, num_envs: int, skyline: bool = False):
+        """CoordEnv of ``split``; ``skyline`` trains on the test distribution with the real agents."""
+        from duo_cli.coord_env import CoordEnv
+        from duo_cli.envs import make_env
+
+        cfg = self.cfg
+        if skyline and split == "train":
+            env_cfg = OmegaConf.merge(cfg.env, {"train": {
+                "distribution_mode": cfg.env.test.distribution_mode}})
+            base = make_env(env_cfg, "train", num_envs)
+            novice, expert = "novice", "expert"
+        else:
+            base = make_base_env(cfg, split, num_envs)
+            novice, expert = ROLES[split]
+        co = cfg.coordination
+        env = CoordEnv(
+            base, self.agents[novice], self.agents[expert],
+            expert_query_cost_weight=co.expert_query_cost_weight,
+            switch_agent_cost_weight=co.switch_agent_cost_weight,
+            temperature=co.temperature, open_expert=co.open_expert,
+        )
+        env.set_costs(self.bp)
+        return env
+
+
+def build_coord_policy(cfg: DictConfig, env, device):
+    from duo_cli.registry import resolve
+
+    return resolve(cfg.policy._target_)(cfg.policy, env, device=device, seed=int(cfg.seed))
+
+
+def _coord_metadata(cfg: DictConfig, setup: CoordSetup) -> dict:
+    return {
+        "command": "duo train --type coord",
+        "method": cfg.algorithm.name,
+        "bp": setup.bp,
+        "run_config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _strip(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("rewards", "base_rewards")}
+
+
+def train_coord(cfg: DictConfig, console: Console) -> Path:
+    """``duo train --type coord``: fit/select a coordinator, then score the selection on test."""
+    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.registry import resolve
+    from duo_cli.run import write_json
+    from duo_cli.tables import print_eval_table
+
+    device = setup_torch(cfg)
+    run_dir = make_run_dir(cfg, "coord")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    skyline = bool(cfg.algorithm.get("skyline", False))
+    selection = "val_true" if skyline else cfg.coordination.selection_split
+    setup = CoordSetup(cfg, device)
+    console.print(
+        f"[bold]coordination[/] {cfg.algorithm.name} on {cfg.env.task}: "
+        f"alpha={cfg.coordination.expert_query_cost_weight} "
+        f"beta={cfg.coordination.switch_agent_cost_weight} BP={setup.bp:.4g}; "
+        f"selecting on {selection}; run dir {run_dir}"
+    )
+    ev_cfg = cfg.evaluation
+    n_eval = min(int(ev_cfg.num_envs), int(ev_cfg.num_episodes))
+    train_env = setup.env("train", int(cfg.env.num_envs), skyline=skyline)
+    evaluators = make_evaluators(
+        cfg, [selection], ev_cfg.num_episodes, lambda s, n: setup.env(s, n)
+    )
+    policy = build_coord_policy(cfg, train_env, device)
+    ctx = _context(cfg, run_dir, console, device, _coord_metadata(cfg, setup))
+    algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
+    t0 = time.time()
+    try:
+        train_result = algorithm.train(policy, train_env, evaluators)
+        train_env.close()
+        best = load_checkpoint(run_dir / f"best_{selection}.pt", map_location=device)
+        policy.set_params(best["state_dict"])
+        test = make_evaluators(cfg, ["test"], ev_cfg.num_episodes, lambda s, n: setup.env(s, n))
+        results = {selection: evaluators[selection].evaluate(policy)}
+        results["test"] = test["test"].evaluate(policy)
+        test["test"].env.close()
+    finally:
+        for ev in evaluators.values():
+            ev.env.close()
+        ctx.close()
+    print_eval_table(console, results, title=f"{cfg.algorithm.name}: selected on {selection}")
+    selected = best["metadata"].get("selected", {})
+    summary = {
+        "method": cfg.algorithm.name,
+        "task": cfg.env.task,
+        "alpha": float(cfg.coordination.expert_query_cost_weight),
+        "beta": float(cfg.coordination.switch_agent_cost_weight),
+        "bp": setup.bp,
+        "seed": int(cfg.seed),
+        "selection_split": selection,
+        "selected": selected,
+        "checkpoint": str(run_dir / f"best_{selection}.pt"),
+        "wall_time_s": time.time() - t0,
+        "eval_num_envs": n_eval,
+        selection: _strip(results[selection]),
+        "test": results["test"],
+        "train": {k: v for k, v in train_result.items() if k != "candidates"},
+    }
+    write_json(run_dir / "summary.json", summary)
+    return run_dir
+
+
+# -- evaluation ------------------------------------------------------------------------
+
+
+def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
+                        overrides: list[str] | None = None) -> Path:
+    """``duo eval CHECKPOINT``: score an agent or coordinator checkpoint on the splits."""
+    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.run import write_json
+    from duo_cli.tables import print_eval_table
+
+    path = resolve_path(checkpoint)
+    ckpt = load_checkpoint(path)
+    kind = ckpt.get("kind")
+    if kind == "coord":
+        # a coordinator is scored in the setting it was trained in, plus any overrides
+        run_cfg = OmegaConf.create(ckpt["metadata"]["run_config"])
+        value_overrides = [o for o in (overrides or []) if "=" in o and "/" not in o.split("=")[0]]
+        cfg = OmegaConf.merge(run_cfg, OmegaConf.from_dotlist(value_overrides))
+    device = setup_torch(cfg)
+    run_dir = make_run_dir(cfg, "eval")
+    ev = cfg.evaluation
+    splits = list(ev.splits) if kind == "agent" else [s for s in ev.splits if s != "train"]
+    if kind == "agent":
+        policy, ckpt = load_agent(path, device)
+        evaluators = make_evaluators(cfg, splits, ev.num_episodes,
+                                     lambda s, n: make_base_env(cfg, s, n))
+    elif kind == "coord":
+        setup = CoordSetup(cfg, device)
+        evaluators = make_evaluators(cfg, splits, ev.num_episodes, lambda s, n: setup.env(s, n))
+        policy = build_coord_policy(cfg, next(iter(evaluators.values())).env, device)
+        policy.set_params(ckpt["state_dict"])
+    else:
+        raise ConfigError(f"{path}: unknown checkpoint kind {kind!r}; valid: agent, coord")
+    console.print(f"[bold]evaluating[/] {path} ({kind}) on {', '.join(splits)}: "
+                  f"{ev.num_episodes} episodes each")
+    results = {}
+    try:
+        for split, evaluator in evaluators.items():
+            results[split] = evaluator.evaluate(policy)
+    finally:
+        for evaluator in evaluators.values():
+            evaluator.env.close()
+    print_eval_table(console, results, title=f"{path.name}")
+    summary: dict[str, Any] = {"checkpoint": str(path), "kind": kind, **results}
+    if kind == "agent" and "test" in results:
+        t = results["test"]
+        summary["bp"] = t["reward_mean"] / t["episode_length_mean"]
+        console.print(f"BP (test reward per step): {summary['bp']:.5f}")
+        if ev.get("write_bp"):
+            from duo_cli.checkpoint import save_checkpoint
+
+            ckpt["metadata"]["bp"] = summary["bp"]
+            ckpt["metadata"]["bp_source"] = (
+                f"test split, {t['episodes']} episodes: reward {t['reward_mean']:.4f} / "
+                f"length {t['episode_length_mean']:.2f}"
+            )
+            ckpt.pop("format", None)
+            save_checkpoint(path, ckpt)
+            console.print(f"wrote BP into {path}")
+    if kind == "coord":
+        summary["selected"] = ckpt["metadata"].get("selected", {})
+    write_json(run_dir / "summary.json", summary)
     return run_dir

@@ -1,0 +1,53 @@
+"""Shared pieces of coordination policies (who acts: 0 = novice, 1 = expert)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from duo_cli.policies.base import Policy
+
+
+class CoordPolicy(Policy):
+    """Base of coordination policies.
+
+    :param cfg: the ``policy`` config node.
+    :param env: the CoordEnv the policy acts in (for ``num_envs`` and spaces).
+    :param device: torch device.
+    :param seed: seed of the policy's own randomness.
+    """
+
+    kind = "coord"
+
+    def __init__(self, cfg: Mapping[str, Any], env: Any, device: Any = "cpu", seed: int = 0):
+        self.cfg = cfg
+        self.num_envs = env.num_envs
+        self.EXPERT = env.EXPERT
+        self.NOVICE = env.NOVICE
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        cfg_dict = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        self.config = {"policy": cfg_dict}
+
+    def act(self, obs: Any, temperature: float = 1.0) -> torch.Tensor:
+        return torch.from_numpy(self.decide(obs).astype(np.int64))
+
+    def decide(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """Boolean or 0/1 array: which rows query the expert."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Short human description of the current parameters."""
+        return ", ".join(f"{k}={_short(v)}" for k, v in self.get_params().items())
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,91 @@
+"""A learned coordinator: an actor-critic over any mix of CoordEnv features."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from duo_cli.models.base import Model, ModelOutput, init_layer
+from duo_cli.models.cnn import SmallCNN
+from duo_cli.policies.base import sample_actions
+from duo_cli.policies.coord import CoordPolicy
+
+FEATURES = ("obs", "novice_hidden", "novice_dist", "expert_hidden", "expert_dist")
+
+
+class CoordNet(Model):
+    """Encodes the chosen features, concatenates them, and outputs 2 logits and a value.
+
+    ``obs`` goes through a small CNN; ``*_hidden`` are used as they are;
+    ``*_dist`` are the softmax of the agent's logits.
+    """
+
+    def __init__(self, features: list[str], dims: Mapping[str, int], hidden_dim: int = 256,
+                 bf16: bool = True):
+        super().__init__()
+        self.features = list(features)
+        self.hidden_dim = hidden_dim
+        self.logit_dim = 2
+        width = 0
+        self.cnn = None
+        if "obs" in self.features:
+            self.cnn = SmallCNN(num_actions=1, hidden_dim=hidden_dim, bf16=bf16)
+            width += hidden_dim
+        for f in self.features:
+            if f != "obs":
+                width += dims[f]
+        self.mlp = nn.Sequential(init_layer(nn.Linear(width, hidden_dim)), nn.ReLU())
+        self.policy_head = init_layer(nn.Linear(hidden_dim, 2), std=0.01)
+        self.value_head = init_layer(nn.Linear(hidden_dim, 1), std=1.0)
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> ModelOutput:
+        parts = []
+        for f in self.features:
+            if f == "obs":
+                parts.append(self.cnn(obs["base_obs"]).hidden)
+            elif f.endswith("_dist"):
+                parts.append(torch.softmax(obs[f.replace("_dist", "_logits")].float(), dim=-1))
+            else:
+                parts.append(obs[f].float())
+        hidden = self.mlp(torch.cat(parts, dim=-1))
+        return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
+
+
+class CoordPPOPolicy(CoordPolicy):
+    """Samples NOVICE/EXPERT from a :class:`CoordNet` (trained by PPO)."""
+
+    def __init__(self, cfg, env, device="cpu", seed=0):
+        super().__init__(cfg, env, device, seed)
+        features = list(cfg.get("features") or ["obs", "novice_hidden", "novice_dist"])
+        space = env.single_observation_space
+        for f in features:
+            if f not in FEATURES:
+                raise ValueError(f"unknown policy feature {f!r}; valid choices: {', '.join(FEATURES)}")
+            key = f.replace("_dist", "_logits")
+            if f != "obs" and key not in space.spaces:
+                raise ValueError(f"feature {f!r} needs coordination.open_expert=true")
+        dims = {f: space[f.replace("_dist", "_logits")].shape[0] for f in features if f != "obs"}
+        self.model = CoordNet(features, dims, int(cfg.get("hidden_dim", 256)),
+                              bool(cfg.get("bf16", True))).to(self.device)
+
+    def forward(self, obs: Mapping[str, Any]) -> ModelOutput:
+        t = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self.device)
+             for k, v in obs.items()}
+        return self.model(t)
+
+    @torch.no_grad()
+    def act(self, obs, temperature: float = 1.0) -> torch.Tensor:
+        return sample_actions(self.forward(obs).logits, temperature)
+
+    def get_params(self):
+        return self.model.state_dict()
+
+    def set_params(self, params):
+        self.model.load_state_dict(params)
+
+    def describe(self) -> str:
+        return f"features={'+'.join(self.model.features)}"

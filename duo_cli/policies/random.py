@@ -1,0 +1,30 @@
+"""Ask the expert with a fixed probability."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from duo_cli.policies.coord import CoordPolicy
+
+
+class RandomPolicy(CoordPolicy):
+    """Queries the expert with probability ``p`` at every step."""
+
+    def __init__(self, cfg, env, device="cpu", seed=0):
+        super().__init__(cfg, env, device, seed)
+        self.p = float(cfg.get("p", 0.5))
+        self.rng = np.random.default_rng(self.seed)
+
+    def decide(self, obs):
+        n = len(obs["base_obs"])
+        return self.rng.random(n) < self.p
+
+    def get_params(self):
+        return {"p": self.p}
+
+    def set_params(self, params):
+        self.p = float(params["p"])
+
+    def eval(self):
+        # the same stream for every evaluation, so candidates are compared fairly
+        self.rng = np.random.default_rng(self.seed)

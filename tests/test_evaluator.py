@@ -1,0 +1,166 @@
+"""Evaluator: per-slot quotas, exactly N episodes, CI, coordination stats."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from fakes import FakeVecEnv, ScriptedPolicy, fake_agent
+
+from duo_cli.coord_env import EXPERT, NOVICE, CoordEnv
+from duo_cli.evaluator import Evaluator, mean_ci95, summarize_episodes
+
+
+def one_per_step(env, actions):
+    return np.ones(env.num_envs, dtype=np.float32)
+
+
+class CoordFakeEnv(FakeVecEnv):
+    """A fake env that looks like a CoordEnv to the Evaluator (has ``EXPERT``)."""
+
+    EXPERT = 1
+
+
+# -- mean / CI --------------------------------------------------------------------------
+
+
+def test_mean_ci95_hand_numbers():
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    mean, ci = mean_ci95(values)
+    # std(ddof=1) = sqrt(((1.5^2 + .5^2) * 2) / 3) = sqrt(5/3) = 1.2909944
+    assert mean == pytest.approx(2.5)
+    assert ci == pytest.approx(1.96 * math.sqrt(5 / 3) / 2)
+    assert ci == pytest.approx(1.2651745, abs=1e-6)
+
+
+def test_mean_ci95_edge_cases():
+    assert mean_ci95(np.array([5.0])) == (5.0, 0.0)
+    mean, ci = mean_ci95(np.array([]))
+    assert math.isnan(mean) and math.isnan(ci)
+    assert mean_ci95(np.array([2.0, 2.0, 2.0])) == (2.0, 0.0)
+
+
+def test_summarize_episodes_hand_numbers():
+    # (k, slot, reward, base, length, expert steps, switches)
+    records = [
+        (0, 1, 2.0, 3.0, 4, 2, 1),
+        (0, 0, 1.0, 1.0, 2, 0, 0),
+        (1, 0, 3.0, 5.0, 6, 3, 2),
+        (1, 1, 4.0, 7.0, 8, 1, 1),
+        (2, 0, 100.0, 100.0, 1, 1, 0),  # beyond num_episodes: dropped
+    ]
+    res = summarize_episodes(records, num_episodes=4, total_steps=123, coordinating=True)
+    assert res["episodes"] == 4
+    assert res["rewards"] == [1.0, 2.0, 3.0, 4.0]  # (k, slot) order
+    assert res["base_rewards"] == [1.0, 3.0, 5.0, 7.0]
+    assert res["reward_mean"] == pytest.approx(2.5)
+    assert res["reward_ci95"] == pytest.approx(1.96 * math.sqrt(5 / 3) / 2)
+    assert res["base_reward_mean"] == pytest.approx(4.0)
+    assert res["base_reward_ci95"] == pytest.approx(1.96 * np.std([1, 3, 5, 7], ddof=1) / 2)
+    assert res["episode_length_mean"] == pytest.approx(5.0)
+    assert res["episode_length_min"] == 2 and res["episode_length_max"] == 8
+    assert res["steps"] == 123
+    assert res["expert_frac"] == pytest.approx(6 / 20)
+    assert res["switches_mean"] == pytest.approx(1.0)
+
+
+def test_summarize_episodes_for_agents_has_no_coordination_stats():
+    res = summarize_episodes([(0, 0, 1.0, 1.0, 3, 0, 0)], 1, 3, coordinating=False)
+    assert "expert_frac" not in res and "switches_mean" not in res
+    assert res["reward_ci95"] == 0.0
+
+
+def test_summarize_no_episodes():
+    res = summarize_episodes([], 4, 0, coordinating=True)
+    assert res["episodes"] == 0
+    assert math.isnan(res["reward_mean"])
+    assert res["expert_frac"] == 0.0
+
+
+# -- Evaluator --------------------------------------------------------------------------
+
+
+def test_slot_quota_keeps_short_episodes_from_dominating():
+    # slot 0: 1-step episodes; slot 1: 5-step episodes; reward 1 per step
+    env = FakeVecEnv(2, 4, ep_lengths=[1, 5], reward_fn=one_per_step)
+    ev = Evaluator(env, num_episodes=4, seed=11)
+    res = ev.evaluate(fake_agent(0))
+    assert env.reset_seeds == [11]
+    assert res["episodes"] == 4
+    # quota = ceil(4 / 2) = 2 episodes per slot: two of length 1, two of length 5
+    assert sorted(res["rewards"]) == [1.0, 1.0, 5.0, 5.0]
+    assert res["reward_mean"] == pytest.approx(3.0)
+    assert res["reward_ci95"] == pytest.approx(1.96 * np.std([1, 1, 5, 5], ddof=1) / 2)
+    assert res["episode_length_min"] == 1 and res["episode_length_max"] == 5
+    assert res["steps"] == 2 * 10  # ran until slot 1 finished its 2 episodes
+    assert "expert_frac" not in res
+
+
+def test_exactly_n_episodes_when_n_not_divisible():
+    env = FakeVecEnv(2, 4, ep_lengths=[1, 5], reward_fn=one_per_step)
+    res = Evaluator(env, num_episodes=3, seed=0).evaluate(fake_agent(0))
+    assert res["episodes"] == 3
+    # kept in (k, slot) order: (0, slot0), (0, slot1), (1, slot0)
+    assert res["rewards"] == [1.0, 5.0, 1.0]
+
+
+@pytest.mark.parametrize(("num_envs", "num_episodes"), [(1, 3), (3, 3), (4, 3), (3, 7)])
+def test_exactly_n_episodes_various_shapes(num_envs, num_episodes):
+    lengths = [[1 + (i % 3), 2 + i] for i in range(num_envs)]
+    env = FakeVecEnv(num_envs, 4, ep_lengths=lengths, reward_fn=one_per_step)
+    res = Evaluator(env, num_episodes=num_episodes, seed=0).evaluate(fake_agent(0))
+    assert res["episodes"] == num_episodes
+    quota = math.ceil(num_episodes / num_envs)
+    assert len(res["rewards"]) == num_episodes
+    assert res["steps"] % num_envs == 0
+    assert res["steps"] >= num_envs * quota
+
+
+def test_same_seed_same_result_and_policy_resets():
+    env = FakeVecEnv(2, 4, ep_lengths=[[2, 3], [4]], reward_fn=one_per_step)
+    script = [[0, 1], [1, 0], [1, 1]]
+    policy = ScriptedPolicy(script)
+    ev = Evaluator(env, num_episodes=4, seed=5)
+    a = ev.evaluate(policy)
+    b = ev.evaluate(ScriptedPolicy(script))
+    assert a == b
+    assert env.reset_seeds == [5, 5]
+    np.testing.assert_array_equal(policy.reset_masks[0], [True, True])
+
+
+def test_expert_frac_and_switches_with_expert_attribute():
+    env = CoordFakeEnv(1, 2, ep_lengths=4, reward_fn=one_per_step)
+    # episode 1: N E E N -> 2 expert steps, 2 switches
+    # episode 2: E E E E -> 4 expert steps; its first step is no switch (previous was N)
+    policy = ScriptedPolicy([[0], [1], [1], [0], [1], [1], [1], [1]])
+    res = Evaluator(env, num_episodes=2, seed=0).evaluate(policy)
+    assert res["episodes"] == 2
+    assert res["expert_frac"] == pytest.approx(6 / 8)
+    assert res["switches_mean"] == pytest.approx(1.0)
+
+
+def test_evaluator_on_coord_env_uses_base_reward():
+    base = FakeVecEnv(2, 4, ep_lengths=[2, 3], reward_fn=one_per_step)
+    env = CoordEnv(base, fake_agent(1), fake_agent(2), expert_query_cost_weight=0.5,
+                   switch_agent_cost_weight=0.25)
+    env.set_costs(1.0)
+    always_expert = ScriptedPolicy([[EXPERT, EXPERT]])
+    res = Evaluator(env, num_episodes=2, seed=0).evaluate(always_expert)
+    assert res["episodes"] == 2
+    assert sorted(res["base_rewards"]) == [2.0, 3.0]
+    assert sorted(res["rewards"]) == [2.0 - 2 * 0.5, 3.0 - 3 * 0.5]
+    assert res["expert_frac"] == 1.0
+    assert res["switches_mean"] == 0.0
+
+    alternate = ScriptedPolicy([[NOVICE, NOVICE], [EXPERT, EXPERT]])
+    res = Evaluator(env, num_episodes=2, seed=0).evaluate(alternate)
+    # slot 0: N E (1 switch, 1 expert); slot 1: N E N (2 switches, 1 expert)
+    assert res["rewards"] == pytest.approx([2 - 0.5 - 0.25, 3 - 0.5 - 0.5])
+    assert res["switches_mean"] == pytest.approx(1.5)
+    assert res["expert_frac"] == pytest.approx(2 / 5)
+
+
+def test_num_episodes_must_be_positive():
+    with pytest.raises(ValueError):
+        Evaluator(FakeVecEnv(), num_episodes=0, seed=0)
