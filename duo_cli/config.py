@@ -53,7 +53,9 @@ def _keys_at(cfg: DictConfig, dotted: str) -> list[str]:
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` (``config`` for agents, ``coord`` for coordination) with Hydra ``key=value`` / ``group=option`` overrides.
+    """Compose ``conf/<config_name>.yaml`` with Hydra ``key=value`` / ``group=option`` overrides.
+
+    ``config_name`` is ``config`` for agents and ``coord`` for coordination.
 
     :raises ConfigError: for an unknown group option, unknown key, bad syntax,
         or a value whose type does not match the default's.
@@ -169,6 +171,20 @@ def _check_values(cfg: DictConfig) -> None:
                     f"{', '.join(SPLITS)}"
                 )
     env = cfg.env
+    if env.get("name") == "procgen":
+        from duo_cli.envs.procgen import DISTRIBUTION_MODES, PROCGEN_GAMES
+
+        if env.task not in PROCGEN_GAMES:
+            raise ConfigError(
+                f"unknown env.task {env.task!r}; valid choices: {', '.join(PROCGEN_GAMES)}"
+            )
+        for split in SPLITS:
+            mode = env[split].distribution_mode if split in env else None
+            if mode is not None and mode not in DISTRIBUTION_MODES:
+                raise ConfigError(
+                    f"unknown env.{split}.distribution_mode {mode!r}; valid choices: "
+                    f"{', '.join(DISTRIBUTION_MODES)}"
+                )
     if "train" in env:
         train = env.train
         for split in SPLITS[1:]:

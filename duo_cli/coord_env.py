@@ -130,6 +130,8 @@ class CoordEnv(VectorEnv):
         if self.expert_query_cost_per_action is None:
             raise RuntimeError("call set_costs(base_penalty) before stepping a CoordEnv")
         action = np.asarray(action, dtype=np.int64).reshape(self.num_envs)
+        if ((action != NOVICE) & (action != EXPERT)).any():
+            raise ValueError(f"CoordEnv actions must be 0 (NOVICE) or 1 (EXPERT), got {action}")
         is_expert = action == EXPERT
         base_action = self._base_action
         base_action[:] = self._novice_action

@@ -146,7 +146,6 @@ class PPO(Algorithm):
         eval_every = int(cfg.get("eval_every") or 0)
         save_every = int(cfg.get("save_every") or 1)
         snapshot_every = int(cfg.get("snapshot_every") or 0)
-        temperature = 1.0
 
         model: nn.Module = policy.model
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-5)

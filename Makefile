@@ -1,0 +1,45 @@
+# duo: `make demo` runs the main job on the shipped agents, `make test` the test suite.
+# Each target installs what it needs first (idempotent), so each works alone on a fresh machine.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.duo-installed
+# CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: help install test test-fast demo bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install duo with its dev tools
+
+test: install  ## run the whole test suite (slow tests included)
+	$(BIN)/python -m pytest -q
+
+test-fast: install  ## skip tests marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: install  ## compare always-novice, always-expert, random and logit on the shipped coinrun agents
+	$(BIN)/duo sweep algorithm=always_novice,always_expert,random,logit \
+	  coordination.expert_query_cost_weight=0.4 evaluation.num_episodes=64 evaluation.num_envs=32 \
+	  env.num_envs=32 torch_threads=1 progress=false \
+	  hydra/launcher=joblib hydra.launcher.n_jobs=2
+
+bench: install  ## speed benchmarks, one `name: value` line per figure
+	$(BIN)/python bench/run.py
+
+lint: install  ## ruff
+	$(BIN)/ruff check duo_cli tests bench
+
+clean:  ## remove the venv and run outputs
+	rm -rf $(VENV) runs multirun outputs
