@@ -42,7 +42,7 @@ def _compose(overrides: list[str] | None, config_name: str = "config"):
         _fail(str(exc))
 
 
-def _run(fn, *args):
+def _run(fn, *args, interrupt_hint: str = "re-run with resume=true and the same run_dir to continue"):
     """Run a command body; user errors become one line and exit code 2."""
     from duo_cli.checkpoint import CheckpointError
     from duo_cli.config import ConfigError
@@ -52,7 +52,7 @@ def _run(fn, *args):
     except (ConfigError, CheckpointError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        typer.echo("interrupted: re-run with resume=true and the same run_dir to continue", err=True)
+        typer.echo(f"interrupted: {interrupt_hint}", err=True)
         raise typer.Exit(130) from None
 
 
@@ -85,7 +85,8 @@ def eval_(
     from duo_cli import experiment
 
     console = _console()
-    run_dir = _run(experiment.evaluate_checkpoint, cfg, checkpoint, console, overrides)
+    run_dir = _run(experiment.evaluate_checkpoint, cfg, checkpoint, console, overrides,
+                   interrupt_hint="nothing was written")
     console.print(f"run dir: {run_dir}", soft_wrap=True)
 
 
@@ -103,7 +104,8 @@ def sweep(
     if summarize:
         sweep_dir = _run(sweep_mod.summarize_dir, summarize, console)
     else:
-        sweep_dir = _run(sweep_mod.run_sweep, list(overrides or []), console)
+        sweep_dir = _run(sweep_mod.run_sweep, list(overrides or []), console,
+                         interrupt_hint="re-run with the same hydra.sweep.dir and sweep.resume=true")
     console.print(f"sweep dir: {sweep_dir}", soft_wrap=True)
 
 

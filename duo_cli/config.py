@@ -163,6 +163,11 @@ def _check_values(cfg: DictConfig) -> None:
             f"coordination.selection_split {coord.selection_split!r} is not allowed; "
             "valid choices: val_sim, val_true (selection never uses test)"
         )
+    if cfg.get("split") is not None:
+        chosen = [cfg.split] if isinstance(cfg.split, str) else list(cfg.split)
+        for split in chosen:
+            if split not in SPLITS:
+                raise ConfigError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
     for key in ("splits", "train_splits"):
         for split in cfg.evaluation[key]:
             if split not in SPLITS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -165,11 +166,14 @@ ROLES = {
 def base_penalty(cfg: DictConfig, expert_ckpt: dict) -> float:
     """BP: ``coordination.base_penalty`` if set, else the expert checkpoint's measured value."""
     if cfg.coordination.base_penalty is not None:
-        return float(cfg.coordination.base_penalty)
+        bp = float(cfg.coordination.base_penalty)
+        if not math.isfinite(bp) or bp <= 0:
+            raise ConfigError(f"coordination.base_penalty must be positive, got {bp}")
+        return bp
     bp = expert_ckpt.get("metadata", {}).get("bp")
-    if bp is None:
+    if bp is None or not math.isfinite(float(bp)) or float(bp) <= 0:
         raise ConfigError(
-            f"expert checkpoint {cfg.agents.expert} has no measured BP; run "
+            f"expert checkpoint {cfg.agents.expert} has no positive measured BP ({bp}); run "
             f"`duo eval {cfg.agents.expert} evaluation.write_bp=true` or set "
             "coordination.base_penalty=<value>"
         )
@@ -239,11 +243,11 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
     from duo_cli.tables import print_eval_table
 
     device = setup_torch(cfg)
+    setup = CoordSetup(cfg, device)  # checks agents and BP before anything is written
     run_dir = make_run_dir(cfg, "coord")
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     skyline = bool(cfg.algorithm.get("skyline", False))
     selection = "val_true" if skyline else cfg.coordination.selection_split
-    setup = CoordSetup(cfg, device)
     console.print(
         f"[bold]coordination[/] {cfg.algorithm.name} on {cfg.env.task}: "
         f"alpha={cfg.coordination.expert_query_cost_weight} "
@@ -312,11 +316,17 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
         # a coordinator is scored in the setting it was trained in, plus any overrides
         run_cfg = OmegaConf.create(ckpt["metadata"]["run_config"])
         value_overrides = [o for o in (overrides or []) if "=" in o and "/" not in o.split("=")[0]]
+        cli_cfg = cfg
         cfg = OmegaConf.merge(run_cfg, OmegaConf.from_dotlist(value_overrides))
+        for key in ("run_dir", "overwrite", "resume", "progress"):
+            cfg[key] = cli_cfg[key]
     device = setup_torch(cfg)
     run_dir = make_run_dir(cfg, "eval")
     ev = cfg.evaluation
-    splits = list(ev.splits) if kind == "agent" else [s for s in ev.splits if s != "train"]
+    if cfg.get("split") is not None:
+        splits = [cfg.split] if isinstance(cfg.split, str) else list(cfg.split)
+    else:
+        splits = list(ev.splits) if kind == "agent" else [s for s in ev.splits if s != "train"]
     if kind == "agent":
         policy, ckpt = load_agent(path, device)
         evaluators = make_evaluators(cfg, splits, ev.num_episodes,
@@ -345,6 +355,12 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
         console.print(f"BP (test reward per step): {summary['bp']:.5f}")
         if ev.get("write_bp"):
             from duo_cli.checkpoint import save_checkpoint
+
+            if not summary["bp"] > 0:
+                raise ConfigError(
+                    f"measured BP {summary['bp']:.4g} is not positive (test reward "
+                    f"{t['reward_mean']:.3g}); not written into {path}"
+                )
 
             ckpt["metadata"]["bp"] = summary["bp"]
             ckpt["metadata"]["bp_source"] = (

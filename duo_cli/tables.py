@@ -72,21 +72,26 @@ def print_eval_table(
     title: str = "evaluation",
     best: Mapping[str, float] | None = None,
 ) -> None:
-    """One row per split: reward ±95% CI, base reward, expert fraction, episode lengths."""
+    """One row per split: reward ±95% CI, base reward, expert fraction, episode lengths.
+
+    Coordination columns (base reward, expert fraction, switches) appear only
+    when the results carry them.
+    """
+    coord = any("expert_frac" in r for r in results.values())
     table = Table(title=title)
-    for col in ("split", "reward ± 95% CI", "base reward", "expert frac", "switches/ep",
-                "ep len (mean/min/max)", "episodes"):
-        table.add_column(col, justify="right" if col != "split" else "left")
+    cols = ["split", "reward ± 95% CI"]
+    if coord:
+        cols += ["base reward", "expert frac", "switches/ep"]
+    cols += ["ep len mean", "min", "max", "episodes"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "split" else "right")
     for split, r in results.items():
         mark = " *" if best is not None and best.get(split) == r["reward_mean"] else ""
-        table.add_row(
-            split + mark,
-            fmt_ci(r["reward_mean"], r["reward_ci95"]),
-            fmt(r.get("base_reward_mean")),
-            fmt(r.get("expert_frac")),
-            fmt(r.get("switches_mean")),
-            f"{fmt(r['episode_length_mean'], 1)}/{r['episode_length_min']}/"
-            f"{r['episode_length_max']}",
-            str(r["episodes"]),
-        )
+        row = [split + mark, fmt_ci(r["reward_mean"], r["reward_ci95"])]
+        if coord:
+            row += [fmt(r.get("base_reward_mean")), fmt(r.get("expert_frac")),
+                    fmt(r.get("switches_mean"))]
+        row += [fmt(r["episode_length_mean"], 1), str(r["episode_length_min"]),
+                str(r["episode_length_max"]), str(r["episodes"])]
+        table.add_row(*row)
     console.print(table)

@@ -262,3 +262,108 @@ class TinyMLP(Model):
         x = torch.as_tensor(obs).reshape(obs.shape[0], -1).float() / 255.0
         hidden = self.trunk(x)
         return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
+
+
+class FakeCoordEnv:
+    """A CoordEnv-like vector env with scripted novice features and per-agent rewards.
+
+    Observations are dicts with ``base_obs`` (uint8 zeros), ``novice_hidden`` and
+    ``novice_logits``.  Step ``t`` (global, counted from the last reset) shows
+    ``logits[t % len(logits)]`` when a ``(T, num_envs, num_actions)`` table is given,
+    else logits and hidden features drawn from a generator seeded by the reset seed.
+    The reward of a step is ``novice_reward`` for NOVICE rows and
+    ``expert_reward - expert_cost`` for EXPERT rows (``info["base_reward"]`` holds the
+    reward without the cost).  Every episode lasts ``ep_length`` steps.
+    """
+
+    NOVICE = 0
+    EXPERT = 1
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 8,
+        ep_length: int = 1,
+        novice_reward: float = 0.0,
+        expert_reward: float = 1.0,
+        expert_cost: float = 0.2,
+        hidden_dim: int = 4,
+        num_actions: int = 3,
+        logits: np.ndarray | None = None,
+    ) -> None:
+        self.num_envs = int(num_envs)
+        self.ep_length = int(ep_length)
+        self.novice_reward = float(novice_reward)
+        self.expert_reward = float(expert_reward)
+        self.expert_cost = float(expert_cost)
+        self.hidden_dim = int(hidden_dim)
+        self.num_actions = int(num_actions)
+        self.logits = None if logits is None else np.asarray(logits, dtype=np.float32)
+        if self.logits is not None:
+            assert self.logits.shape[1:] == (self.num_envs, self.num_actions), self.logits.shape
+        box = gym.spaces.Box
+        self.single_observation_space = gym.spaces.Dict({
+            "base_obs": box(0, 255, (2, 2, 3), dtype=np.uint8),
+            "novice_hidden": box(-np.inf, np.inf, (self.hidden_dim,), dtype=np.float32),
+            "novice_logits": box(-np.inf, np.inf, (self.num_actions,), dtype=np.float32),
+        })
+        self.single_action_space = gym.spaces.Discrete(2)
+        self.action_space = gym.spaces.MultiDiscrete(np.full(self.num_envs, 2))
+        self.t = 0
+        self.ep_step = np.zeros(self.num_envs, dtype=np.int64)
+        self._ep_return = np.zeros(self.num_envs)
+        self._ep_base = np.zeros(self.num_envs)
+        self._rng = np.random.default_rng(0)
+        self.actions: list[np.ndarray] = []
+        self.reset_seeds: list[int | None] = []
+        self.closed = False
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        n = self.num_envs
+        if self.logits is not None:
+            logits = self.logits[self.t % len(self.logits)].copy()
+        else:
+            logits = self._rng.normal(size=(n, self.num_actions)).astype(np.float32)
+        hidden = self._rng.normal(size=(n, self.hidden_dim)).astype(np.float32)
+        return {
+            "base_obs": np.zeros((n, 2, 2, 3), dtype=np.uint8),
+            "novice_hidden": hidden,
+            "novice_logits": logits,
+        }
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
+        self.reset_seeds.append(seed)
+        self._rng = np.random.default_rng(seed)
+        self.t = 0
+        self.ep_step[:] = 0
+        self._ep_return[:] = 0.0
+        self._ep_base[:] = 0.0
+        return self._obs(), {}
+
+    def step(self, actions):
+        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs).copy()
+        assert ((a == self.NOVICE) | (a == self.EXPERT)).all(), a
+        self.actions.append(a)
+        is_expert = a == self.EXPERT
+        base = np.where(is_expert, self.expert_reward, self.novice_reward).astype(np.float32)
+        reward = (base - is_expert * self.expert_cost).astype(np.float32)
+        self.ep_step += 1
+        self._ep_return += reward
+        self._ep_base += base
+        done = self.ep_step >= self.ep_length
+        info: dict[str, Any] = {"base_reward": base}
+        if done.any():
+            info["episode"] = {
+                "r": np.where(done, self._ep_return, 0.0),
+                "base_r": np.where(done, self._ep_base, 0.0),
+                "l": np.where(done, self.ep_step, 0),
+            }
+            info["_episode"] = done.copy()
+            self.ep_step[done] = 0
+            self._ep_return[done] = 0.0
+            self._ep_base[done] = 0.0
+        self.t += 1
+        return self._obs(), reward, done.copy(), np.zeros(self.num_envs, dtype=bool), info
+
+    def close(self, **kwargs: Any) -> None:
+        self.closed = True

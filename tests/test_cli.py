@@ -128,12 +128,6 @@ def test_train_agent_tiny_run_and_refuse_to_clobber(tmp_path):
     assert after == before
 
 
-@pytest.mark.xfail(
-    reason="env.task is not validated at config time and the ValueError from ProcgenVecEnv "
-    "is not turned into a one-line error by the CLI (cli._run catches only ConfigError/"
-    "CheckpointError)",
-    strict=False,
-)
 def test_train_unknown_env_task_is_one_line_error(tmp_path):
     proc = duo("train", "--type", "agent", "env.task=no_such_game", *TINY_TRAIN,
                f"run_dir={tmp_path / 'run'}")

@@ -317,7 +317,8 @@ class PPO(Algorithm):
                     rollout_sps=batch_size / rollout_time,
                 )
                 last_iter = iteration + 1 == num_iterations
-                if evaluators and eval_every and ((iteration + 1) % eval_every == 0 or last_iter):
+                due = eval_every and (iteration + 1) % eval_every == 0
+                if evaluators and (due or last_iter):
                     progress.pause()
                     results = {split: ev.evaluate(policy) for split, ev in evaluators.items()}
                     for split, res in results.items():
@@ -327,7 +328,10 @@ class PPO(Algorithm):
                         if best is None or res["reward_mean"] > best:
                             state["best"][split] = res["reward_mean"]
                             summary = {k: v for k, v in res.items() if not isinstance(v, list)}
-                            save(f"best_{split}.pt", {"eval": {split: summary}})
+                            save(f"best_{split}.pt", {
+                                "eval": {split: summary}, "selected_on": split,
+                                "selected": {"global_step": state["global_step"]},
+                            })
                     print_eval_table(
                         ctx.console, results,
                         title=f"evaluation at step {state['global_step']:,}", best=state["best"],

@@ -12,7 +12,8 @@ class AskEveryKPolicy(CoordPolicy):
 
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        self.k = int(cfg.get("k", 5))
+        self.k = 1
+        self.set_params({"k": cfg.get("k", 5)})
         self.step = np.zeros(self.num_envs, dtype=np.int64)
 
     def reset(self, done):
@@ -30,6 +31,7 @@ class AskEveryKPolicy(CoordPolicy):
         return {"k": self.k}
 
     def set_params(self, params):
-        self.k = int(params["k"])
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
+        k = int(params["k"])
+        if k < 1:
+            raise ValueError(f"ask_every_k: k must be >= 1, got {k}")
+        self.k = k

@@ -38,11 +38,17 @@ class OODPolicy(CoordPolicy):
         features = np.asarray(features, dtype=np.float32)
         self.features = features
         params = {"epochs": 20, "batch_size": 256, "verbose": 0, **self.detector_cfg}
+        np_state = np.random.get_state()
         np.random.seed(self.seed)  # pyod shuffles with numpy's global generator
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed)
-            self.detector = DeepSVDD(n_features=features.shape[1], random_state=self.seed, **params)
-            self.detector.fit(features)
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed)
+                self.detector = DeepSVDD(
+                    n_features=features.shape[1], random_state=self.seed, **params
+                )
+                self.detector.fit(features)
+        finally:
+            np.random.set_state(np_state)
         return self.anomaly(features)
 
     def anomaly(self, features: np.ndarray) -> np.ndarray:
@@ -62,8 +68,11 @@ class OODPolicy(CoordPolicy):
 
     def set_params(self, params):
         self.threshold = float(params["threshold"])
-        if "fit_features" in params and self.detector is None:
-            self.fit(as_numpy(params["fit_features"]))
+        self.feature = str(params.get("feature", self.feature))
+        if "fit_features" in params:
+            feats = np.asarray(as_numpy(params["fit_features"]), dtype=np.float32)
+            if self.detector is None or not np.array_equal(feats, self.features):
+                self.fit(feats)
 
     def describe(self) -> str:
         return f"threshold={self.threshold:.4g}"

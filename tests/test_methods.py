@@ -1,0 +1,496 @@
+"""Coordination methods on fake envs (no Procgen): policies, candidate search, PPO coordinator."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from fakes import FakeCoordEnv
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from duo_cli.algorithms.ppo import PPO
+from duo_cli.algorithms.search import (
+    Always,
+    AskEveryKSearch,
+    LogitSearch,
+    OODSearch,
+    RandomSearch,
+    collect_novice_obs,
+)
+from duo_cli.checkpoint import load_checkpoint, save_policy
+from duo_cli.evaluator import Evaluator
+from duo_cli.policies.always import AlwaysPolicy
+from duo_cli.policies.ask_every_k import AskEveryKPolicy
+from duo_cli.policies.coord_ppo import CoordPPOPolicy
+from duo_cli.policies.logit import METRICS, LogitPolicy, confidence
+from duo_cli.policies.ood import OODPolicy
+from duo_cli.policies.random import RandomPolicy
+from duo_cli.run import RunContext
+
+NOVICE, EXPERT = FakeCoordEnv.NOVICE, FakeCoordEnv.EXPERT
+
+
+def spec(num_envs: int = 3) -> SimpleNamespace:
+    """The bits of a CoordEnv a CoordPolicy reads at construction."""
+    return SimpleNamespace(num_envs=num_envs, NOVICE=NOVICE, EXPERT=EXPERT)
+
+
+def make_ctx(run_dir, seed: int = 0) -> RunContext:
+    return RunContext(run_dir=run_dir, seed=seed, console=Console(file=io.StringIO(), width=150),
+                      progress=False)
+
+
+def base_obs(n: int) -> dict:
+    return {"base_obs": np.zeros((n, 2, 2, 3), dtype=np.uint8)}
+
+
+# -- logit confidence metrics -------------------------------------------------------------
+
+LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
+#: softmax([ln 2, 0, 0]) = [1/2, 1/4, 1/4]; softmax([0, 0, 0]) = [1/3, 1/3, 1/3]
+CONFIDENT = [LN2, 0.0, 0.0]
+UNIFORM = [0.0, 0.0, 0.0]
+EXPECTED = {
+    #            confident row                       uniform row
+    "max_logit": (LN2, 0.0),
+    "max_prob": (0.5, 1 / 3),
+    "margin": (0.25, 0.0),
+    # negative entropy: sum p log p
+    "entropy": (0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25), -LN3),
+    # log-sum-exp: log(2 + 1 + 1), log(3)
+    "energy": (LN4, LN3),
+}
+
+
+def test_metric_set_is_the_documented_one():
+    assert set(METRICS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("metric", sorted(EXPECTED))
+def test_confidence_hand_computed(metric):
+    scores = confidence(metric, np.array([CONFIDENT, UNIFORM]))
+    assert scores.shape == (2,)
+    np.testing.assert_allclose(scores, EXPECTED[metric], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("metric", sorted(EXPECTED))
+def test_confident_row_scores_higher_than_uniform(metric):
+    rows = np.array([[5.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0],
+                     [3.0, 1.0, 0.0, -1.0], [0.5, 0.5, 0.5, 0.5]])
+    s = confidence(metric, rows)
+    assert s[0] > s[1], s
+    assert s[2] > s[3], s
+
+
+@pytest.mark.parametrize("metric", sorted(EXPECTED))
+def test_confidence_is_numerically_stable(metric):
+    s = confidence(metric, np.array([[1000.0, 0.0, -1000.0], [-1000.0, -1000.0, -1000.0]]))
+    assert np.isfinite(s).all(), s
+    assert s[0] > s[1]
+
+
+def test_entropy_is_negative_entropy():
+    # a one-hot distribution has entropy 0 (the maximum of negative entropy)
+    s = confidence("entropy", np.array([[1000.0, 0.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(s, [0.0, -LN2], atol=1e-9)
+
+
+def test_unknown_metric_names_the_valid_choices():
+    with pytest.raises(ValueError, match="no_such_metric") as info:
+        confidence("no_such_metric", np.zeros((1, 2)))
+    for name in EXPECTED:
+        assert name in str(info.value)
+    with pytest.raises(ValueError, match="max_logit"):
+        LogitPolicy({"metric": "no_such_metric"}, spec())
+
+
+def test_logit_policy_queries_exactly_below_threshold():
+    policy = LogitPolicy({"metric": "max_logit", "threshold": 2.0}, spec(4))
+    logits = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [1.999, 2.0]])
+    obs = {**base_obs(4), "novice_logits": logits}
+    np.testing.assert_array_equal(policy.decide(obs), [True, False, False, False])
+    action = policy.act(obs)
+    assert action.dtype == torch.int64
+    np.testing.assert_array_equal(action.numpy(), [EXPERT, NOVICE, NOVICE, NOVICE])
+    # torch logits work too (the PPO path hands tensors around)
+    obs_t = {**obs, "novice_logits": torch.from_numpy(logits)}
+    np.testing.assert_array_equal(policy.decide(obs_t), [True, False, False, False])
+
+
+@pytest.mark.parametrize("metric", sorted(EXPECTED))
+def test_logit_policy_decision_matches_score(metric):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(50, 5)) * 2
+    obs = {**base_obs(50), "novice_logits": logits}
+    policy = LogitPolicy({"metric": metric}, spec(50))
+    scores = policy.score(obs)
+    threshold = float(np.median(scores))
+    policy.set_params({"metric": metric, "threshold": threshold})
+    np.testing.assert_array_equal(policy.decide(obs), scores < threshold)
+    assert policy.get_params() == {"metric": metric, "threshold": threshold}
+
+
+# -- percentile candidates ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["max_logit", "entropy", "margin"])
+def test_logit_search_thresholds_are_percentiles_of_novice_scores(tmp_path, metric):
+    num_envs, steps, fit_steps = 4, 7, 5
+    table = np.random.default_rng(0).normal(size=(steps, num_envs, 3)).astype(np.float32) * 3
+    env = FakeCoordEnv(num_envs=num_envs, ep_length=3, logits=table)
+    policy = LogitPolicy({"metric": metric, "threshold": None}, env)
+    percentiles = [0, 10, 50, 90, 100]
+    cfg = OmegaConf.create({"name": "logit", "percentiles": percentiles, "fit_steps": fit_steps})
+    search = LogitSearch(cfg, make_ctx(tmp_path, seed=7))
+    cands = search.candidates(policy, env)
+    # the novice alone played fit_steps steps (reset + fit_steps - 1 steps), seeded by ctx.seed
+    assert env.reset_seeds == [7]
+    assert len(env.actions) == fit_steps - 1
+    assert all((a == NOVICE).all() for a in env.actions)
+    expected = np.percentile(confidence(metric, table[:fit_steps].reshape(-1, 3)), percentiles)
+    assert [c["metric"] for c in cands] == [metric] * len(percentiles)
+    np.testing.assert_allclose([c["threshold"] for c in cands], expected, rtol=1e-6)
+    assert all(isinstance(c["threshold"], float) for c in cands)
+    # the 0th percentile never queries on the fit states, the 100th queries all but the max
+    fit = {"novice_logits": table[:fit_steps].reshape(-1, 3)}
+    policy.set_params(cands[0])
+    assert not policy.decide(fit).any()
+    policy.set_params(cands[-1])
+    assert policy.decide(fit).sum() == fit_steps * num_envs - 1
+
+
+def test_collect_novice_obs_stacks_states():
+    table = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    env = FakeCoordEnv(num_envs=2, ep_length=2, logits=table)
+    out = collect_novice_obs(env, "novice_logits", 4, seed=3)
+    np.testing.assert_array_equal(out, table[:4].reshape(-1, 3))
+
+
+def test_simple_searches_list_their_candidates(tmp_path):
+    env = FakeCoordEnv(num_envs=2)
+    ctx = make_ctx(tmp_path)
+    assert RandomSearch({"name": "random", "probs": [0, 0.5, 1]}, ctx).candidates(
+        RandomPolicy({}, env), env) == [{"p": 0.0}, {"p": 0.5}, {"p": 1.0}]
+    assert AskEveryKSearch({"name": "k", "candidates": [1, 5]}, ctx).candidates(
+        AskEveryKPolicy({}, env), env) == [{"k": 1}, {"k": 5}]
+    assert Always({"name": "always"}, ctx).candidates(
+        AlwaysPolicy({"agent": "expert"}, env), env) == [{"agent": "expert"}]
+
+
+# -- ask every k ----------------------------------------------------------------------------
+
+
+def test_ask_every_k_period():
+    policy = AskEveryKPolicy({"k": 3}, spec(2))
+    policy.reset(np.ones(2, dtype=bool))
+    asks = np.array([policy.decide(base_obs(2)) for _ in range(8)])
+    np.testing.assert_array_equal(asks[:, 0], [1, 0, 0, 1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(asks[:, 1], asks[:, 0])
+
+
+def test_ask_every_k_counter_resets_per_row_at_episode_end():
+    policy = AskEveryKPolicy({"k": 3}, spec(2))
+    policy.reset(np.ones(2, dtype=bool))
+    first = [policy.decide(base_obs(2)).tolist() for _ in range(2)]  # steps 0, 1 of both
+    assert first == [[True, True], [False, False]]
+    policy.reset(np.array([True, False]))  # row 0's episode ended after 2 steps
+    nxt = [policy.decide(base_obs(2)).tolist() for _ in range(4)]
+    # row 0 restarts at step 0 (asks now and 3 steps later); row 1 continues at step 2
+    assert [r[0] for r in nxt] == [True, False, False, True]
+    assert [r[1] for r in nxt] == [False, True, False, False]
+
+
+def test_ask_every_k_one_always_asks_and_bad_k_refused():
+    policy = AskEveryKPolicy({"k": 1}, spec(3))
+    policy.reset(np.ones(3, dtype=bool))
+    assert all(policy.decide(base_obs(3)).all() for _ in range(4))
+    with pytest.raises(ValueError, match="k"):
+        policy.set_params({"k": 0})
+
+
+def test_ask_every_k_in_evaluator_counts_expert_steps():
+    env = FakeCoordEnv(num_envs=2, ep_length=7)
+    policy = AskEveryKPolicy({"k": 3}, env)
+    res = Evaluator(env, num_episodes=4, seed=0).evaluate(policy)
+    # steps 0, 3, 6 of every 7-step episode
+    assert res["expert_frac"] == pytest.approx(3 / 7)
+    assert res["episodes"] == 4
+
+
+# -- random -----------------------------------------------------------------------------
+
+
+def test_random_extremes():
+    env = spec(64)
+    never = RandomPolicy({"p": 0.0}, env)
+    always = RandomPolicy({"p": 1.0}, env)
+    for _ in range(5):
+        assert not never.decide(base_obs(64)).any()
+        assert always.decide(base_obs(64)).all()
+
+
+def test_random_rate_and_same_stream_after_eval():
+    policy = RandomPolicy({"p": 0.3}, spec(1000), seed=5)
+    policy.eval()
+    first = [policy.decide(base_obs(1000)) for _ in range(3)]
+    assert 0.25 < np.mean(first) < 0.35
+    policy.eval()
+    second = [policy.decide(base_obs(1000)) for _ in range(3)]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = RandomPolicy({"p": 0.3}, spec(1000), seed=6)
+    other.eval()
+    assert not np.array_equal(other.decide(base_obs(1000)), first[0])
+
+
+def test_random_evaluations_are_reproducible():
+    env = FakeCoordEnv(num_envs=4, ep_length=5)
+    policy = RandomPolicy({"p": 0.5}, env, seed=1)
+    ev = Evaluator(env, num_episodes=8, seed=0)
+    a, b = ev.evaluate(policy), ev.evaluate(policy)
+    assert a["rewards"] == b["rewards"] and a["expert_frac"] == b["expert_frac"]
+    assert 0.2 < a["expert_frac"] < 0.8
+
+
+# -- always -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("agent", "who"), [("novice", NOVICE), ("expert", EXPERT)])
+def test_always(agent, who):
+    policy = AlwaysPolicy({"agent": agent}, spec(3))
+    np.testing.assert_array_equal(policy.act(base_obs(3)).numpy(), [who] * 3)
+    assert policy.get_params() == {"agent": agent}
+    env = FakeCoordEnv(num_envs=2, ep_length=3)
+    res = Evaluator(env, num_episodes=2, seed=0).evaluate(AlwaysPolicy({"agent": agent}, env))
+    assert res["expert_frac"] == float(who)
+
+
+def test_always_invalid_agent():
+    with pytest.raises(ValueError, match="novice, expert"):
+        AlwaysPolicy({"agent": "oracle"}, spec())
+
+
+# -- OOD --------------------------------------------------------------------------------
+
+OOD_CFG = {"feature": "novice_hidden", "detector": {"epochs": 5, "batch_size": 64},
+           "threshold": None}
+
+
+def cluster(n: int, seed: int, center: float = 3.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (center + 0.1 * rng.normal(size=(n, 4))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted_ood():
+    policy = OODPolicy(OOD_CFG, spec(4), seed=0)
+    scores = policy.fit(cluster(256, seed=0))
+    return policy, scores
+
+
+def test_ood_far_point_is_more_anomalous(fitted_ood):
+    policy, scores = fitted_ood
+    assert scores.shape == (256,)
+    inside = cluster(16, seed=1)
+    far = cluster(16, seed=2, center=-20.0)
+    s_in, s_far = policy.anomaly(inside), policy.anomaly(far)
+    assert s_far.min() > s_in.max(), (s_in, s_far)
+    # queries the expert for the far points at a threshold between the two groups
+    policy.set_params({"threshold": float((s_in.max() + s_far.min()) / 2)})
+    obs = {**base_obs(32), "novice_hidden": np.concatenate([inside, far])}
+    np.testing.assert_array_equal(policy.decide(obs), [False] * 16 + [True] * 16)
+    np.testing.assert_array_equal(policy.act(obs).numpy(), [NOVICE] * 16 + [EXPERT] * 16)
+
+
+def test_ood_unfitted_is_an_error():
+    with pytest.raises(RuntimeError, match="fit"):
+        OODPolicy(OOD_CFG, spec()).anomaly(np.zeros((1, 4), np.float32))
+
+
+def test_ood_params_round_trip_through_checkpoint(tmp_path, fitted_ood):
+    policy, _ = fitted_ood
+    policy.set_params({"threshold": 0.75})
+    save_policy(tmp_path / "ood.pt", policy, {"note": "test"})
+    ckpt = load_checkpoint(tmp_path / "ood.pt")  # weights_only: plain data
+    assert ckpt["kind"] == "coord"
+    sd = ckpt["state_dict"]
+    assert sd["threshold"] == 0.75 and sd["feature"] == "novice_hidden"
+    assert isinstance(sd["fit_features"], torch.Tensor)
+    np.testing.assert_array_equal(sd["fit_features"].numpy(), policy.features)
+    fresh = OODPolicy(ckpt["config"]["policy"], spec(4), seed=0)
+    fresh.set_params(sd)  # refits the detector from the stored features, same seed
+    points = np.concatenate([cluster(8, seed=3), cluster(8, seed=4, center=0.0)])
+    np.testing.assert_allclose(fresh.anomaly(points), policy.anomaly(points), rtol=1e-6)
+    assert fresh.threshold == 0.75
+    obs = {**base_obs(16), "novice_hidden": points}
+    np.testing.assert_array_equal(fresh.decide(obs), policy.decide(obs))
+
+
+def test_ood_set_params_restores_feature_and_refits_on_new_features():
+    a = OODPolicy({**OOD_CFG, "feature": "expert_hidden"}, spec(), seed=0)
+    a.fit(cluster(128, seed=5))
+    b = OODPolicy(OOD_CFG, spec(), seed=0)
+    b.fit(cluster(128, seed=6, center=-3.0))  # a stale detector must not survive set_params
+    b.set_params(a.get_params())
+    assert b.feature == "expert_hidden"
+    points = cluster(8, seed=7, center=1.0)
+    np.testing.assert_allclose(b.anomaly(points), a.anomaly(points), rtol=1e-6)
+
+
+def test_ood_search_thresholds_are_percentiles_of_fit_scores(tmp_path):
+    env = FakeCoordEnv(num_envs=4, ep_length=3, hidden_dim=4)
+    policy = OODPolicy(OOD_CFG, env, seed=0)
+    cfg = {"name": "ood", "percentiles": [0, 50, 100], "fit_steps": 10, "max_fit_samples": 32}
+    cands = OODSearch(cfg, make_ctx(tmp_path)).candidates(policy, env)
+    assert policy.features.shape == (32, 4)  # 40 states subsampled to max_fit_samples
+    expected = np.percentile(policy.anomaly(policy.features), [0, 50, 100])
+    np.testing.assert_allclose([c["threshold"] for c in cands], expected, rtol=1e-6)
+    assert [set(c) for c in cands] == [{"threshold"}] * 3
+
+
+# -- PPO coordinator --------------------------------------------------------------------
+
+
+def ppo_cfg(**overrides) -> dict:
+    cfg = {
+        "name": "ppo", "total_timesteps": 16 * 16 * 10, "num_steps": 16,
+        "learning_rate": 3e-3, "anneal_lr": False, "gamma": 0.99, "gae_lambda": 0.95,
+        "num_minibatches": 4, "update_epochs": 4, "norm_adv": True, "clip_coef": 0.2,
+        "clip_vloss": True, "ent_coef": 0.01, "vf_coef": 0.5, "max_grad_norm": 0.5,
+        "target_kl": None, "chunk_size": 256, "normalize_reward": False, "eval_every": 0,
+        "save_every": 1000, "snapshot_every": 0,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+PPO_POLICY = {"features": ["novice_hidden", "novice_dist"], "hidden_dim": 32, "bf16": False}
+
+
+def expert_prob(policy: CoordPPOPolicy, seed: int = 123) -> torch.Tensor:
+    obs, _ = FakeCoordEnv(num_envs=256).reset(seed=seed)
+    with torch.no_grad():
+        return torch.softmax(policy.forward(obs).logits.float(), -1)[:, EXPERT]
+
+
+def train_coordinator(tmp_path, ep_length: int, **rewards) -> tuple[CoordPPOPolicy, dict]:
+    env = FakeCoordEnv(num_envs=16, ep_length=ep_length, **rewards)
+    policy = CoordPPOPolicy(PPO_POLICY, env)
+    p0 = expert_prob(policy)
+    assert 0.3 < p0.mean().item() < 0.7  # starts undecided
+    result = PPO(ppo_cfg(), make_ctx(tmp_path)).train(policy, env, {})
+    assert result["global_step"] == 16 * 16 * 10
+    return policy, result
+
+
+@pytest.mark.parametrize("ep_length", [1, 4])
+def test_ppo_coordinator_calls_expert_when_novice_is_useless(tmp_path, ep_length):
+    policy, _ = train_coordinator(tmp_path, ep_length, novice_reward=0.0, expert_reward=1.0,
+                                  expert_cost=0.2)
+    p = expert_prob(policy)
+    assert p.mean().item() > 0.9 and p.min().item() > 0.8, p
+    env = FakeCoordEnv(num_envs=8, ep_length=ep_length, novice_reward=0.0, expert_reward=1.0,
+                       expert_cost=0.2)
+    res = Evaluator(env, num_episodes=16, seed=0).evaluate(policy)
+    assert res["expert_frac"] > 0.9
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["episode_return"] > 0.7 * ep_length
+
+
+def test_ppo_coordinator_avoids_an_expert_that_costs_more_than_it_brings(tmp_path):
+    policy, _ = train_coordinator(tmp_path, 1, novice_reward=0.9, expert_reward=1.0,
+                                  expert_cost=0.5)
+    p = expert_prob(policy)
+    assert p.mean().item() < 0.1 and p.max().item() < 0.2, p
+
+
+def test_ppo_coordinator_saves_best_and_reloads(tmp_path):
+    env = FakeCoordEnv(num_envs=16, ep_length=1, novice_reward=0.0, expert_reward=1.0)
+    policy = CoordPPOPolicy(PPO_POLICY, env)
+    ev = Evaluator(FakeCoordEnv(num_envs=4, ep_length=1, expert_reward=1.0), 8, seed=0)
+    cfg = ppo_cfg(total_timesteps=16 * 16 * 3, eval_every=1)
+    result = PPO(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": ev})
+    assert set(result["best"]) == {"val_sim"}
+    ckpt = load_checkpoint(tmp_path / "best_val_sim.pt")
+    assert ckpt["kind"] == "coord"
+    assert ckpt["config"]["policy"]["features"] == PPO_POLICY["features"]
+    fresh = CoordPPOPolicy(ckpt["config"]["policy"], env)
+    fresh.set_params(ckpt["state_dict"])
+    assert ev.evaluate(fresh)["reward_mean"] == pytest.approx(result["best"]["val_sim"])
+
+
+def test_coord_ppo_feature_validation():
+    env = FakeCoordEnv(num_envs=2)
+    with pytest.raises(ValueError, match="novice_hidden"):
+        CoordPPOPolicy({"features": ["no_such_feature"], "bf16": False}, env)
+    with pytest.raises(ValueError, match="open_expert"):
+        CoordPPOPolicy({"features": ["expert_hidden"], "bf16": False}, env)
+
+
+# -- candidate search selection -----------------------------------------------------------
+
+
+def test_candidate_search_selects_best_per_split_and_saves_it(tmp_path):
+    # on val_sim the expert is worth its cost; on val_true the novice is better
+    evaluators = {
+        "val_sim": Evaluator(FakeCoordEnv(num_envs=4, ep_length=3, novice_reward=0.0,
+                                          expert_reward=1.0, expert_cost=0.2), 8, seed=1),
+        "val_true": Evaluator(FakeCoordEnv(num_envs=4, ep_length=3, novice_reward=0.5,
+                                           expert_reward=1.0, expert_cost=0.8), 8, seed=2),
+    }
+    train_env = FakeCoordEnv(num_envs=4)
+    policy = RandomPolicy({"p": 0.5}, train_env, seed=0)
+    ctx = make_ctx(tmp_path)
+    ctx.metadata = {"method": "random"}
+    cfg = OmegaConf.create({"name": "random", "probs": [0.0, 0.5, 1.0]})
+    result = RandomSearch(cfg, ctx).train(policy, train_env, evaluators)
+
+    assert [r["params"] for r in result["candidates"]] == [{"p": 0.0}, {"p": 0.5}, {"p": 1.0}]
+    assert result["best"]["val_sim"]["params"] == {"p": 1.0}
+    assert result["best"]["val_sim"]["index"] == 2
+    assert result["best"]["val_true"]["params"] == {"p": 0.0}
+    assert result["best"]["val_sim"]["result"]["reward_mean"] == pytest.approx(3 * 0.8)
+    assert result["best"]["val_true"]["result"]["reward_mean"] == pytest.approx(3 * 0.5)
+    assert "rewards" not in result["best"]["val_sim"]["result"]
+
+    for split, p in (("val_sim", 1.0), ("val_true", 0.0)):
+        ckpt = load_checkpoint(tmp_path / f"best_{split}.pt")
+        assert ckpt["kind"] == "coord"
+        assert ckpt["state_dict"] == {"p": p}
+        meta = ckpt["metadata"]
+        assert meta["selected"] == {"p": p}
+        assert meta["selected_on"] == split
+        assert meta["method"] == "random"
+        assert set(meta["eval"]) == {split}
+        # the saved checkpoint rebuilds a policy that scores what was recorded
+        fresh = RandomPolicy(ckpt["config"]["policy"], train_env, seed=0)
+        fresh.set_params(ckpt["state_dict"])
+        assert evaluators[split].evaluate(fresh)["reward_mean"] == pytest.approx(
+            meta["eval"][split]["reward_mean"])
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3
+
+
+def test_logit_search_selects_the_known_best_threshold(tmp_path):
+    # novice logits alternate between confident (max_logit 5) and unsure (max_logit 0) rows;
+    # the selection split rewards the expert, so the highest threshold (asks most) wins
+    table = np.zeros((2, 4, 3), dtype=np.float32)
+    table[0, :, 0] = 5.0
+    env = FakeCoordEnv(num_envs=4, ep_length=2, logits=table)
+    ev_env = FakeCoordEnv(num_envs=4, ep_length=2, logits=table, novice_reward=0.0,
+                          expert_reward=1.0, expert_cost=0.1)
+    policy = LogitPolicy({"metric": "max_logit"}, env)
+    cfg = {"name": "logit", "percentiles": [0, 100], "fit_steps": 2}
+    result = LogitSearch(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": Evaluator(
+        ev_env, 4, seed=0)})
+    assert [r["params"]["threshold"] for r in result["candidates"]] == [0.0, 5.0]
+    assert result["best"]["val_sim"]["params"] == {"metric": "max_logit", "threshold": 5.0}
+    assert result["best"]["val_sim"]["result"]["expert_frac"] == 0.5
+    ckpt = load_checkpoint(tmp_path / "best_val_sim.pt")
+    assert ckpt["metadata"]["selected"] == {"metric": "max_logit", "threshold": 5.0}
