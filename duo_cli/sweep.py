@@ -46,6 +46,9 @@ from typing import Any
 import numpy as np
 
 from duo_cli.config import ConfigError, compose, conf_dir, group_options
+from duo_cli.evaluator import mean_ci95
+from duo_cli.run import write_json
+from duo_cli.tables import fmt
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ def run_job(cfg) -> dict[str, Any]:
         (job_dir / "error.txt").write_text(line + "\n\n" + traceback.format_exc())
         status.update(status="failed", error=line, wall_time_s=time.time() - t0)
         _say(f"job {num}: FAILED: {line} ({label})")
-    _write_json(job_dir / "status.json", status)
+    write_json(job_dir / "status.json", status)
     return status
 
 
@@ -184,12 +187,6 @@ def swept_keys(sweep_dir: Path) -> set[str] | None:
 
 def _num(value: Any) -> str:
     return "-" if value is None else f"{float(value):.3g}"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from duo_cli.run import write_json
-
-    write_json(path, data)
 
 
 # -- launching ---------------------------------------------------------------------------
@@ -626,12 +623,6 @@ def bootstrap_auc_ci(
     return float(lo), float(hi)
 
 
-def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
-    from duo_cli.evaluator import mean_ci95 as _mean_ci95
-
-    return _mean_ci95(np.asarray(values, dtype=np.float64))
-
-
 # -- summary -----------------------------------------------------------------------------
 
 
@@ -897,12 +888,6 @@ def plot(sweep_dir: Path, summary: Mapping[str, Any]) -> list[Path]:
     return written
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def print_summary(console, summary: Mapping[str, Any], keys: set[str] | None = None) -> None:
     """Rich tables: one per task, wins (several tasks), failed jobs.
 
@@ -937,12 +922,12 @@ def print_summary(console, summary: Mapping[str, Any], keys: set[str] | None = N
             lo, hi = m["auc_ci95"]
             bold = method in group["winners"]
             row = [f"[bold]{method}[/]" if bold else method]
-            row += [f"{_fmt(by_alpha[a]['reward_mean'])} ± {_fmt(by_alpha[a]['reward_ci95'])}"
+            row += [f"{fmt(by_alpha[a]['reward_mean'])} ± {fmt(by_alpha[a]['reward_ci95'])}"
                     if a in by_alpha else "-" for a in alphas]
-            row.append(f"{_fmt(m['auc'], 3)} [{_fmt(lo, 3)}, {_fmt(hi, 3)}]")
-            row += [_fmt(by_alpha[a]["expert_frac"]) if a in by_alpha else "-" for a in alphas]
+            row.append(f"{fmt(m['auc'], 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]")
+            row += [fmt(by_alpha[a]["expert_frac"]) if a in by_alpha else "-" for a in alphas]
             if has_sky:
-                row.append(_fmt(m.get("skyline_ratio"), 3))
+                row.append(fmt(m.get("skyline_ratio"), 3))
             table.add_row(*row)
         console.print(table)
     if len(summary["tasks"]) > 1:
@@ -983,7 +968,7 @@ def summarize(sweep_dir: Path, console) -> dict[str, Any]:
             "is it a duo sweep dir?"
         )
     summary = build_summary(sweep_dir, jobs)
-    _write_json(sweep_dir / "sweep_summary.json", summary)
+    write_json(sweep_dir / "sweep_summary.json", summary)
     write_csv(sweep_dir / "sweep_summary.csv", summary)
     plots = plot(sweep_dir, summary)
     keys = swept_keys(sweep_dir)

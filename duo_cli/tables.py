@@ -16,7 +16,7 @@ def fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+        return f"{value:.{digits}f}" if math.isfinite(value) else "-"
     return str(value)
 
 

@@ -293,12 +293,25 @@ def test_non_positive_bp_is_a_config_error(tiny_agents, tmp_path, quiet_console)
                "coordination.base_penalty=0"], tmp_path / "run", quiet_console)
 
 
+def test_eval_write_bp_refuses_non_positive_bp(tiny_agents, tmp_path):
+    # a random agent scores 0 on bossfight: its BP would be 0, which is refused
+    ckpt_path = _without_bp(tiny_agents["paths"]["expert"], tmp_path / "expert.pt")
+    before = ckpt_path.read_bytes()
+    proc = duo("eval", str(ckpt_path), "evaluation.splits=[test]", "evaluation.write_bp=true",
+               "env.task=bossfight", "evaluation.num_episodes=2", "evaluation.num_envs=2",
+               "torch_threads=1", "progress=false", f"run_dir={tmp_path / 'eval'}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "not positive" in proc.stderr and "Traceback" not in proc.stderr
+    assert ckpt_path.read_bytes() == before
+
+
 def test_eval_write_bp_stores_bp_in_checkpoint(tiny_agents, tmp_path):
+    # starpilot: a random agent scores points, so the measured BP is positive
     ckpt_path = _without_bp(tiny_agents["paths"]["expert"], tmp_path / "expert.pt")
     before = load_checkpoint(ckpt_path)
     eval_dir = tmp_path / "eval"
     proc = duo("eval", str(ckpt_path), "evaluation.splits=[test]", "evaluation.write_bp=true",
-               "env.task=bossfight", "evaluation.num_episodes=4", "evaluation.num_envs=2",
+               "env.task=starpilot", "evaluation.num_episodes=4", "evaluation.num_envs=2",
                "torch_threads=1", "progress=false", f"run_dir={eval_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == f"run dir: {eval_dir}"
