@@ -31,7 +31,7 @@ test-fast: install  ## skip tests marked slow
 
 demo: install  ## compare always-novice, always-expert, random and logit on the shipped coinrun agents
 	$(BIN)/duo sweep algorithm=always_novice,always_expert,random,logit \
-	  coordination.expert_query_cost_weight=0.4 evaluation.num_episodes=64 evaluation.num_envs=32 \
+	  coordination.expert_query_cost_weight=0.4 evaluation.num_episodes=128 evaluation.num_envs=32 \
 	  env.num_envs=32 env.num_threads=0 torch_threads=1 progress=false \
 	  hydra/launcher=joblib hydra.launcher.n_jobs=2
 
