@@ -38,25 +38,10 @@ TASK = "bossfight"
 
 
 def make_agents(directory: Path) -> dict[str, Path]:
-    """Real, randomly initialised agent checkpoints (like tests/conftest.py's tiny_agents)."""
-    import torch
-    from omegaconf import OmegaConf
+    """Real, randomly initialised agent checkpoints."""
+    from duo_cli.experiment import make_untrained_agents
 
-    from duo_cli.checkpoint import save_policy
-    from duo_cli.experiment import build_agent
-
-    cfg = OmegaConf.create({
-        "policy": {"_target_": "duo_cli.policies.agent.AgentPolicy", "name": "agent"},
-        "model": {"_target_": "duo_cli.models.cnn.SmallCNN", "name": "small_cnn",
-                  "hidden_dim": 32, "bf16": False},
-        "env": {"name": "procgen", "task": TASK},
-    })
-    paths = {}
-    for i, role in enumerate(("sim_novice", "novice", "expert")):
-        torch.manual_seed(100 + i)
-        policy = build_agent(cfg, 15, "cpu")
-        paths[role] = Path(save_policy(directory / f"{role}.pt", policy, {"bp": 0.1}))
-    return paths
+    return make_untrained_agents(directory, TASK)
 
 
 def duo_cmd() -> list[str]:

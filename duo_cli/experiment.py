@@ -79,6 +79,33 @@ def build_agent(cfg: DictConfig, num_actions: int, device) -> Any:
     return policy
 
 
+def make_untrained_agents(directory: str | Path, task: str, hidden_dim: int = 32,
+                          bp: float = 0.1) -> dict[str, Path]:
+    """Save randomly initialised small-CNN agents (sim_novice, novice, expert) with a BP.
+
+    Real checkpoints for tests and benchmarks that need the coordination pipeline
+    end to end without trained agents.
+    """
+    import torch
+
+    from duo_cli.checkpoint import save_policy
+
+    cfg = OmegaConf.create({
+        "policy": {"_target_": "duo_cli.policies.agent.AgentPolicy", "name": "agent"},
+        "model": {"_target_": "duo_cli.models.cnn.SmallCNN", "name": "small_cnn",
+                  "hidden_dim": hidden_dim, "bf16": False},
+        "env": {"name": "procgen", "task": task},
+    })
+    paths = {}
+    with torch.random.fork_rng():
+        for i, role in enumerate(("sim_novice", "novice", "expert")):
+            torch.manual_seed(100 + i)
+            policy = build_agent(cfg, 15, "cpu")
+            paths[role] = Path(save_policy(Path(directory) / f"{role}.pt", policy,
+                                           {"bp": bp, "role": role}))
+    return paths
+
+
 def load_agent(path: str | Path, device="cpu", bf16: bool | None = None) -> tuple[Any, dict]:
     """Rebuild an agent policy from a checkpoint; returns ``(policy, checkpoint)``."""
     from duo_cli.checkpoint import CheckpointError, load_checkpoint

@@ -45,23 +45,10 @@ def tiny_agents(tmp_path_factory) -> dict:
     Returns ``{"dir": Path, "overrides": [...]}``: Hydra overrides pointing a
     coordination run at them, on a fast game with tiny episode counts.
     """
-    from omegaconf import OmegaConf
-
-    from duo_cli.checkpoint import save_policy
-    from duo_cli.experiment import build_agent
+    from duo_cli.experiment import make_untrained_agents
 
     d = tmp_path_factory.mktemp("agents")
-    cfg = OmegaConf.create({
-        "policy": {"_target_": "duo_cli.policies.agent.AgentPolicy", "name": "agent"},
-        "model": {"_target_": "duo_cli.models.cnn.SmallCNN", "name": "small_cnn",
-                  "hidden_dim": 32, "bf16": False},
-        "env": {"name": "procgen", "task": FAST_TASK},
-    })
-    paths = {}
-    for i, role in enumerate(("sim_novice", "novice", "expert")):
-        torch.manual_seed(100 + i)
-        policy = build_agent(cfg, 15, "cpu")
-        paths[role] = save_policy(d / f"{role}.pt", policy, {"bp": 0.1, "role": role})
+    paths = make_untrained_agents(d, FAST_TASK)
     overrides = [f"agents.{role}={path}" for role, path in paths.items()] + [
         f"env.task={FAST_TASK}", "env.num_envs=2", "evaluation.num_episodes=4",
         "evaluation.num_envs=2", "torch_threads=1", "progress=false",

@@ -367,3 +367,14 @@ class FakeCoordEnv:
 
     def close(self, **kwargs: Any) -> None:
         self.closed = True
+
+
+def assert_one_line_error(proc, *words: str) -> str:
+    """A CLI user error: exit code 2, one stderr line naming ``words``, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes import assert_one_line_error
 from omegaconf import OmegaConf
 
 from duo_cli.checkpoint import load_checkpoint
@@ -32,16 +33,6 @@ def duo(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*_duo_cmd(), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
     )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def test_help_lists_commands():

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes import assert_one_line_error
 
 from duo_cli.checkpoint import load_checkpoint, save_checkpoint
 from duo_cli.config import ConfigError, compose
@@ -44,16 +45,6 @@ def duo(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.Comple
     env.pop("DUO_CONF_DIR", None)
     return subprocess.run([sys.executable, "-m", "duo_cli.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd, env=env)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def read_json(path: Path) -> dict:
