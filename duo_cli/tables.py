@@ -25,17 +25,27 @@ def fmt_ci(mean: float, ci: float) -> str:
 
 
 class _Progress:
-    def __init__(self, progress: Progress | None, task: Any):
+    """Live bar, or (without one, e.g. under nohup) a plain line every ``every`` updates."""
+
+    def __init__(self, progress: Progress | None, task: Any, console: Console | None = None,
+                 total: int = 0, every: int = 10):
         self._p, self._task = progress, task
+        self._console, self._total, self._every, self._n = console, total, every, 0
 
     def advance_to(self, step: int) -> None:
         if self._p is not None:
             self._p.update(self._task, completed=step)
 
     def update(self, step: int, metrics: Mapping[str, Any]) -> None:
-        if self._p is None:
-            return
         ret = metrics.get("episode_return", float("nan"))
+        if self._p is None:
+            self._n += 1
+            if self._console is not None and self._every and self._n % self._every == 0:
+                self._console.print(
+                    f"step {step:,}/{self._total:,}  SPS {metrics.get('sps', 0):,.0f}  "
+                    f"return {fmt(ret)}", highlight=False,
+                )
+            return
         self._p.update(
             self._task, completed=step,
             info=f"SPS {metrics.get('sps', 0):,.0f}  return {fmt(ret)}",
@@ -54,7 +64,7 @@ class _Progress:
 def metrics_progress(console: Console, total: int, enabled: bool = True) -> Iterator[_Progress]:
     """A progress bar over environment steps showing SPS and recent return."""
     if not enabled:
-        yield _Progress(None, None)
+        yield _Progress(None, None, console, total)
         return
     progress = Progress(
         TextColumn("[bold]steps"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
