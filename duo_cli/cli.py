@@ -33,11 +33,14 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _compose(overrides: list[str] | None, config_name: str = "config"):
+def _compose(overrides: list[str] | None, type_: str = "agent"):
+    """Compose the primary config of ``--type`` (agent: config.yaml, coord: coord.yaml)."""
     from duo_cli.config import ConfigError, compose
 
+    if type_ not in ("agent", "coord"):
+        _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
     try:
-        return compose(list(overrides or []), config_name)
+        return compose(list(overrides or []), "coord" if type_ == "coord" else "config")
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -64,9 +67,7 @@ def train(
     ] = "agent",
 ) -> None:
     """Train an agent (PPO on a base env) or a coordinator (on CoordEnv)."""
-    if type_ not in ("agent", "coord"):
-        _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
-    cfg = _compose(overrides, "coord" if type_ == "coord" else "config")
+    cfg = _compose(overrides, type_)
     from duo_cli import experiment
 
     console = _console()
@@ -119,9 +120,7 @@ def config(
     """Print the composed config as YAML."""
     from duo_cli.config import to_yaml
 
-    if type_ not in ("agent", "coord"):
-        _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
-    cfg = _compose(overrides, "coord" if type_ == "coord" else "config")
+    cfg = _compose(overrides, type_)
     typer.echo(to_yaml(cfg), nl=False)
 
 
