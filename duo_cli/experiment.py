@@ -107,14 +107,22 @@ def make_untrained_agents(directory: str | Path, task: str, hidden_dim: int = 32
 
 
 def load_agent(path: str | Path, device="cpu", bf16: bool | None = None) -> tuple[Any, dict]:
-    """Rebuild an agent policy from a checkpoint; returns ``(policy, checkpoint)``."""
-    from duo_cli.checkpoint import CheckpointError, load_checkpoint
+    """Rebuild an agent policy from a checkpoint file; returns ``(policy, checkpoint)``."""
+    from duo_cli.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(resolve_path(path), map_location=device)
+    return agent_from_checkpoint(ckpt, device, bf16, name=str(path)), ckpt
+
+
+def agent_from_checkpoint(ckpt: dict, device="cpu", bf16: bool | None = None,
+                          name: str = "checkpoint") -> Any:
+    """Rebuild an agent policy from an already loaded checkpoint."""
+    from duo_cli.checkpoint import CheckpointError
     from duo_cli.models import build_model
     from duo_cli.registry import resolve
 
-    ckpt = load_checkpoint(resolve_path(path), map_location=device)
     if ckpt.get("kind") != "agent":
-        raise CheckpointError(f"{path} is a {ckpt.get('kind')!r} checkpoint, not an agent")
+        raise CheckpointError(f"{name} is a {ckpt.get('kind')!r} checkpoint, not an agent")
     conf = ckpt["config"]
     model_cfg = dict(conf["model"])
     if bf16 is not None:
@@ -125,7 +133,7 @@ def load_agent(path: str | Path, device="cpu", bf16: bool | None = None) -> tupl
     policy.eval()
     policy.kind = "agent"
     policy.config = conf
-    return policy, ckpt
+    return policy
 
 
 def make_evaluators(cfg: DictConfig, splits, num_episodes: int, env_factory) -> dict:
@@ -282,7 +290,6 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
         f"selecting on {selection}; run dir {run_dir}"
     )
     ev_cfg = cfg.evaluation
-    n_eval = min(int(ev_cfg.num_envs), int(ev_cfg.num_episodes))
     train_env = setup.env("train", int(cfg.env.num_envs), skyline=skyline)
     evaluators = make_evaluators(
         cfg, [selection], ev_cfg.num_episodes, lambda s, n: setup.env(s, n)
@@ -317,7 +324,7 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
         "selected": selected,
         "checkpoint": str(run_dir / f"best_{selection}.pt"),
         "wall_time_s": time.time() - t0,
-        "eval_num_envs": n_eval,
+        "eval_num_envs": evaluators[selection].env.num_envs,
         selection: _strip(results[selection]),
         "test": results["test"],
         "train": {k: v for k, v in train_result.items() if k != "candidates"},
@@ -355,7 +362,7 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
     else:
         splits = list(ev.splits) if kind == "agent" else [s for s in ev.splits if s != "train"]
     if kind == "agent":
-        policy, ckpt = load_agent(path, device)
+        policy = agent_from_checkpoint(ckpt, device, name=str(path))
         evaluators = make_evaluators(cfg, splits, ev.num_episodes,
                                      lambda s, n: make_base_env(cfg, s, n))
     elif kind == "coord":
