@@ -212,11 +212,11 @@ class PPO(Algorithm):
                     dones[step] = next_done
                     with torch.no_grad():
                         out = policy.forward(_to_tensor(next_obs_np))
-                        dist = torch.distributions.Categorical(logits=out.logits)
-                        action = dist.sample()
-                        logprobs[step] = dist.log_prob(action).cpu()
+                        logp_all = out.logits.float().log_softmax(-1)
+                        action = torch.multinomial(logp_all.exp(), 1)
+                        logprobs[step] = logp_all.gather(-1, action).squeeze(-1).cpu()
                         values[step] = out.value.cpu()
-                    actions[step] = action.cpu()
+                    actions[step] = action.squeeze(-1).cpu()
                     next_obs_np, reward, terminated, truncated, info = env.step(
                         actions[step].numpy()
                     )
@@ -262,9 +262,11 @@ class PPO(Algorithm):
                             idx = mb[c:c + chunk]
                             weight = len(idx) / len(mb)
                             out = policy.forward(_flat_index(obs_buf, idx))
-                            dist = torch.distributions.Categorical(logits=out.logits)
-                            new_logprob = dist.log_prob(b_actions[idx].to(device)).cpu()
-                            entropy = dist.entropy().mean().cpu()
+                            logp_all = out.logits.float().log_softmax(-1)
+                            new_logprob = logp_all.gather(
+                                -1, b_actions[idx].to(device)[:, None]
+                            ).squeeze(-1).cpu()
+                            entropy = -(logp_all.exp() * logp_all).sum(-1).mean().cpu()
                             new_value = out.value.cpu()
                             logratio = new_logprob - b_logprobs[idx]
                             ratio = logratio.exp()

@@ -19,15 +19,16 @@ class _Trunk(Model):
         self.bf16 = bool(bf16)
         self.policy_head = init_layer(nn.Linear(hidden_dim, num_actions), std=0.01)
         self.value_head = init_layer(nn.Linear(hidden_dim, 1), std=1.0)
+        # channels_last conv weights, to match the channels_last input of frames_to_float.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> ModelOutput:
-        x = frames_to_float(obs)
         if self.bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                hidden = self.trunk(x)
+                hidden = self.trunk(frames_to_float(obs, torch.bfloat16))
             hidden = hidden.float()
         else:
-            hidden = self.trunk(x)
+            hidden = self.trunk(frames_to_float(obs))
         return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
 
 
