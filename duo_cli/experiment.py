@@ -156,6 +156,7 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     from duo_cli.run import write_json
 
     device = setup_torch(cfg)
+    init = _init_checkpoint(cfg)  # checked before anything is written
     run_dir = make_run_dir(cfg, "agent")
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     console.print(f"[bold]training agent[/] on {cfg.env.task} "
@@ -172,6 +173,18 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
         "model": cfg.model.name,
         "command": "duo train --type agent",
     }
+    if init is not None:
+        path, ckpt = init
+        if int(ckpt["config"]["num_actions"]) != int(env.single_action_space.n):
+            raise ConfigError(
+                f"algorithm.init_from={path} has {ckpt['config']['num_actions']} actions; "
+                f"{cfg.env.task} has {env.single_action_space.n}"
+            )
+        policy.set_params(ckpt["state_dict"])
+        metadata["init_from"] = {
+            "path": str(path), "global_step": ckpt.get("metadata", {}).get("global_step"),
+        }
+        console.print(f"weights initialised from {path}")
     ctx = _context(cfg, run_dir, console, device, metadata)
     algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
     t0 = time.time()
@@ -185,6 +198,28 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     result["wall_time_s"] = time.time() - t0
     write_json(run_dir / "train_result.json", result)
     return run_dir
+
+
+def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
+    """Load ``algorithm.init_from`` (an agent checkpoint to fine-tune), checking its model."""
+    from duo_cli.checkpoint import CheckpointError, load_checkpoint
+
+    init_from = cfg.algorithm.get("init_from")
+    if not init_from:
+        return None
+    path = resolve_path(init_from)
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "agent":
+        raise CheckpointError(f"algorithm.init_from={init_from} is a {ckpt.get('kind')!r} "
+                              "checkpoint, not an agent")
+    theirs = {k: v for k, v in dict(ckpt["config"]["model"]).items() if k != "bf16"}
+    ours = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "bf16"}
+    if theirs != ours:
+        raise ConfigError(
+            f"algorithm.init_from={init_from} holds model {theirs.get('name')!r} {theirs}; "
+            f"this run builds {ours.get('name')!r} {ours} (choose model={theirs.get('name')})"
+        )
+    return path, ckpt
 
 
 # -- coordination ----------------------------------------------------------------------

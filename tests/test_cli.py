@@ -123,3 +123,34 @@ def test_train_unknown_env_task_is_one_line_error(tmp_path):
     proc = duo("train", "--type", "agent", "env.task=no_such_game", *TINY_TRAIN,
                f"run_dir={tmp_path / 'run'}")
     assert_one_line_error(proc, "no_such_game", "coinrun")
+
+
+def test_train_agent_init_from_checkpoint(tmp_path):
+    """``algorithm.init_from`` starts a run from another agent's weights (fine-tuning)."""
+    import torch
+
+    first = tmp_path / "first"
+    proc = duo("train", "--type", "agent", *TINY_TRAIN, f"run_dir={first}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    src = load_checkpoint(first / "last.pt")
+
+    # learning rate 0: the new run's weights stay exactly the source's
+    second = tmp_path / "second"
+    proc = duo("train", "--type", "agent", *TINY_TRAIN, "algorithm.learning_rate=0",
+               "evaluation.train_splits=[]", f"algorithm.init_from={first / 'last.pt'}",
+               f"run_dir={second}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "weights initialised from" in proc.stdout
+    new = load_checkpoint(second / "last.pt")
+    assert new["metadata"]["init_from"]["global_step"] == 2048
+    for key, value in src["state_dict"].items():
+        assert torch.equal(value, new["state_dict"][key]), key
+
+
+def test_train_agent_init_from_other_model_is_one_line_error(tmp_path):
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints/procgen/coinrun/novice.pt"
+    run_dir = tmp_path / "run"
+    proc = duo("train", "--type", "agent", *TINY_TRAIN, "model=impala",
+               f"algorithm.init_from={ckpt}", f"run_dir={run_dir}")
+    assert_one_line_error(proc, "init_from", "small_cnn", "impala")
+    assert not run_dir.exists()
