@@ -113,8 +113,6 @@ def bench_ppo(iterations: int = 3) -> None:
 
         rows = [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
     sps = [r["sps"] for r in rows[1:]]  # the first iteration warms up
-    if os.environ.get("BENCH_VERBOSE"):
-        print([(round(r["sps"]), round(r["rollout_sps"])) for r in rows])
     emit("ppo_agent_sps", float(np.median(sps)), "{:.0f}")
     env.close()
 

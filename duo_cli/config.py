@@ -163,11 +163,9 @@ def _check_values(cfg: DictConfig) -> None:
             f"coordination.selection_split {coord.selection_split!r} is not allowed; "
             "valid choices: val_sim, val_true (selection never uses test)"
         )
-    if cfg.get("split") is not None:
-        chosen = [cfg.split] if isinstance(cfg.split, str) else list(cfg.split)
-        for split in chosen:
-            if split not in SPLITS:
-                raise ConfigError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
+    for split in chosen_splits(cfg) or []:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
     for key in ("splits", "train_splits"):
         for split in cfg.evaluation[key]:
             if split not in SPLITS:
@@ -200,6 +198,14 @@ def _check_values(cfg: DictConfig) -> None:
                     f"[{env[split].start_level}, +{env[split].num_levels})); "
                     "choose disjoint start_level/num_levels"
                 )
+
+
+def chosen_splits(cfg: DictConfig) -> list[str] | None:
+    """The splits named by ``split=`` (one name or a list), or ``None`` when unset."""
+    split = cfg.get("split")
+    if split is None:
+        return None
+    return [split] if isinstance(split, str) else list(split)
 
 
 def _overlap(a: DictConfig, b: DictConfig) -> bool:

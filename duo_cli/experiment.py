@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from duo_cli.config import ConfigError, resolve_path
+from duo_cli.config import ConfigError, chosen_splits, resolve_path
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +117,10 @@ def load_agent(path: str | Path, device="cpu", bf16: bool | None = None) -> tupl
 def agent_from_checkpoint(ckpt: dict, device="cpu", bf16: bool | None = None,
                           name: str = "checkpoint") -> Any:
     """Rebuild an agent policy from an already loaded checkpoint."""
-    from duo_cli.checkpoint import CheckpointError
     from duo_cli.models import build_model
     from duo_cli.registry import resolve
 
-    if ckpt.get("kind") != "agent":
-        raise CheckpointError(f"{name} is a {ckpt.get('kind')!r} checkpoint, not an agent")
+    _require_agent(ckpt, name)
     conf = ckpt["config"]
     model_cfg = dict(conf["model"])
     if bf16 is not None:
@@ -134,6 +132,13 @@ def agent_from_checkpoint(ckpt: dict, device="cpu", bf16: bool | None = None,
     policy.kind = "agent"
     policy.config = conf
     return policy
+
+
+def _require_agent(ckpt: dict, name: str) -> None:
+    from duo_cli.checkpoint import CheckpointError
+
+    if ckpt.get("kind") != "agent":
+        raise CheckpointError(f"{name} is a {ckpt.get('kind')!r} checkpoint, not an agent")
 
 
 def make_evaluators(cfg: DictConfig, splits, num_episodes: int, env_factory) -> dict:
@@ -202,16 +207,14 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
 
 def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
     """Load ``algorithm.init_from`` (an agent checkpoint to fine-tune), checking its model."""
-    from duo_cli.checkpoint import CheckpointError, load_checkpoint
+    from duo_cli.checkpoint import load_checkpoint
 
     init_from = cfg.algorithm.get("init_from")
     if not init_from:
         return None
     path = resolve_path(init_from)
     ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "agent":
-        raise CheckpointError(f"algorithm.init_from={init_from} is a {ckpt.get('kind')!r} "
-                              "checkpoint, not an agent")
+    _require_agent(ckpt, f"algorithm.init_from={init_from}")
     theirs = {k: v for k, v in dict(ckpt["config"]["model"]).items() if k != "bf16"}
     ours = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "bf16"}
     if theirs != ours:
@@ -392,9 +395,8 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
     device = setup_torch(cfg)
     run_dir = make_run_dir(cfg, "eval")
     ev = cfg.evaluation
-    if cfg.get("split") is not None:
-        splits = [cfg.split] if isinstance(cfg.split, str) else list(cfg.split)
-    else:
+    splits = chosen_splits(cfg)
+    if splits is None:
         splits = list(ev.splits) if kind == "agent" else [s for s in ev.splits if s != "train"]
     if kind == "agent":
         policy = agent_from_checkpoint(ckpt, device, name=str(path))

@@ -39,6 +39,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,9 @@ def validate(task_overrides: Sequence[str], hydra_overrides: Sequence[str] = (),
     return int(np.prod([len(v) for v in per_key])) if per_key else 1
 
 
-def _check_hydra(first: Sequence[str], hydra_overrides: Sequence[str], launcher: str) -> None:
+@contextmanager
+def _hydra_config(overrides: Sequence[str]):
+    """The composed ``coord`` config with its ``hydra`` node, in a fresh Hydra context."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -345,7 +348,15 @@ def _check_hydra(first: Sequence[str], hydra_overrides: Sequence[str], launcher:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            hydra_compose(CONFIG_NAME, [*first, *hydra_overrides], return_hydra_config=True)
+            yield hydra_compose(CONFIG_NAME, list(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_hydra(first: Sequence[str], hydra_overrides: Sequence[str], launcher: str) -> None:
+    try:
+        with _hydra_config([*first, *hydra_overrides]):
+            pass
     except Exception as exc:  # noqa: BLE001
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         match = re.search(r"Could not override '(hydra\.launcher\.[^']+)'", msg)
@@ -353,8 +364,6 @@ def _check_hydra(first: Sequence[str], hydra_overrides: Sequence[str], launcher:
             msg = (f"unknown key {match.group(1)!r} for hydra/launcher={launcher}; "
                    "choose the launcher with hydra/launcher=joblib|submitit_local|...")
         raise ConfigError(msg) from None
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def _quote(value: str) -> str:
@@ -372,17 +381,10 @@ def _new_sweep_dir() -> Path:
 def _resolve_sweep_dir(value: str) -> Path:
     if "${" not in value:
         return Path(value).expanduser()
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import setup_globals
 
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = hydra_compose(CONFIG_NAME, [f"hydra.sweep.dir={value}"],
-                                return_hydra_config=True)
-            from hydra.core.utils import setup_globals
-
+        with _hydra_config([f"hydra.sweep.dir={value}"]) as cfg:
             setup_globals()
             return Path(str(cfg.hydra.sweep.dir)).expanduser()
     except Exception as exc:  # noqa: BLE001
@@ -474,7 +476,7 @@ def run_sweep(overrides: Sequence[str], console) -> Path:
     if args.resume:
         _check_resume(sweep_dir, args.task, args.hydra)
     hydra_overrides = list(args.hydra)
-    given = {o.lstrip("+~").partition("=")[0] for o in hydra_overrides}
+    given = {_okey(o) for o in hydra_overrides}
     if not any(k.startswith(("hydra/job_logging", "hydra.job_logging")) for k in given):
         # jobs log to <job dir>/duo_sweep.log only: parallel jobs do not interleave output
         hydra_overrides.append("hydra.job_logging.root.handlers=[file]")

@@ -12,7 +12,6 @@ class AskEveryKPolicy(CoordPolicy):
 
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        self.k = 1
         self.set_params({"k": cfg.get("k", 5)})
         self.step = np.zeros(self.num_envs, dtype=np.int64)
 
