@@ -189,7 +189,8 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
         metadata["init_from"] = {
             "path": str(path), "global_step": ckpt.get("metadata", {}).get("global_step"),
         }
-        console.print(f"weights initialised from {path}")
+        if not (cfg.resume and (run_dir / "last.pt").exists()):  # else last.pt's weights win
+            console.print(f"weights initialised from {path}")
     ctx = _context(cfg, run_dir, console, device, metadata)
     algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
     t0 = time.time()
