@@ -185,13 +185,13 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
                 f"algorithm.init_from={path} has {ckpt['config']['num_actions']} actions; "
                 f"{cfg.env.task} has {env.single_action_space.n}"
             )
-        policy.set_params(ckpt["state_dict"])
         metadata["init_from"] = {
             "path": str(path), "global_step": ckpt.get("metadata", {}).get("global_step"),
         }
-        if not (cfg.resume and (run_dir / "last.pt").exists()):  # else last.pt's weights win
-            console.print(f"weights initialised from {path}")
     ctx = _context(cfg, run_dir, console, device, metadata)
+    if init is not None and ctx.resume_checkpoint is None:  # on resume, last.pt's weights win
+        policy.set_params(init[1]["state_dict"])
+        console.print(f"weights initialised from {init[0]}")
     algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
     t0 = time.time()
     try:

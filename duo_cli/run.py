@@ -49,6 +49,12 @@ class RunContext:
             except ImportError:
                 logger.warning("tensorboard is not installed: pip install 'duo-cli[tensorboard]'")
 
+    @property
+    def resume_checkpoint(self) -> Path | None:
+        """``run_dir/last.pt`` when this run continues from it (``resume`` and it exists)."""
+        path = self.run_dir / "last.pt"
+        return path if self.resume and path.exists() else None
+
     def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
         """Append one JSON line to ``metrics.jsonl`` (and TensorBoard scalars)."""
         row = {"global_step": int(step), **metrics}

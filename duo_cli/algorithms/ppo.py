@@ -153,8 +153,8 @@ class PPO(Algorithm):
         scaler = RewardScaler(num_envs, gamma) if cfg.get("normalize_reward", True) else None
         state = {"iteration": 0, "global_step": 0, "best": {}}
 
-        last_path = ctx.run_dir / "last.pt"
-        if ctx.resume and last_path.exists():
+        last_path = ctx.resume_checkpoint
+        if last_path is not None:
             ckpt = load_checkpoint(last_path, map_location=device)
             policy.set_params(ckpt["state_dict"])
             train_state = ckpt["train_state"]
