@@ -165,7 +165,7 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     run_dir = make_run_dir(cfg, "agent")
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     console.print(f"[bold]training agent[/] on {cfg.env.task} "
-                  f"({cfg.env.train.distribution_mode}) with {cfg.model.name}; run dir {run_dir}")
+                  f"({_difficulty(cfg.env.train)}) with {cfg.model.name}; run dir {run_dir}")
     env = make_base_env(cfg, "train")
     evaluators = make_evaluators(
         cfg, cfg.evaluation.train_splits, cfg.evaluation.train_num_episodes,
@@ -204,6 +204,14 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     result["wall_time_s"] = time.time() - t0
     write_json(run_dir / "train_result.json", result)
     return run_dir
+
+
+_POOL_KEYS = ("start_level", "num_levels", "seed")
+
+
+def _difficulty(split_cfg: DictConfig) -> str:
+    """The split's difficulty settings (e.g. Procgen's distribution_mode, MiniGrid's variant)."""
+    return ", ".join(str(v) for k, v in split_cfg.items() if k not in _POOL_KEYS)
 
 
 def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
@@ -272,8 +280,9 @@ class CoordSetup:
 
         cfg = self.cfg
         if skyline and split == "train":
+            # the train pool's levels at the test split's difficulty (distribution_mode, variant)
             env_cfg = OmegaConf.merge(cfg.env, {"train": {
-                "distribution_mode": cfg.env.test.distribution_mode}})
+                k: v for k, v in cfg.env.test.items() if k not in _POOL_KEYS}})
             base = make_env(env_cfg, "train", num_envs)
             novice, expert = "novice", "expert"
         else:

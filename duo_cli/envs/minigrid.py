@@ -1,0 +1,155 @@
+"""MiniGrid tasks as gymnasium vector environments.
+
+This module is the only place in duo that imports :mod:`minigrid`.  The agent
+sees MiniGrid's egocentric 7x7 view as a ``uint8`` array of shape ``(7, 7, 3)``:
+per cell the object type, its colour and its state (open/closed/locked), the
+encoding of ``minigrid.wrappers.ImgObsWrapper``.  The mission string is not
+observed (each task has one mission).
+
+Each task is an easy -> hard distribution shift (:data:`TASKS`): ``train`` and
+``val_sim`` play the easy variant, ``val_true`` and ``test`` the hard one.  A
+"level" is the seed of one episode's layout; every split draws its levels from
+its own pool ``[start_level, start_level + num_levels)``, so pools can be kept
+disjoint as for Procgen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+logger = logging.getLogger(__name__)
+
+#: task -> (easy env id, hard env id)
+TASKS = {
+    "DistShift": ("MiniGrid-DistShift1-v0", "MiniGrid-DistShift2-v0"),
+    "DoorKey": ("MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-8x8-v0"),
+    "LavaGap": ("MiniGrid-LavaGapS5-v0", "MiniGrid-LavaGapS7-v0"),
+}
+VARIANTS = ("easy", "hard")
+OBS_SHAPE = (7, 7, 3)
+NUM_ACTIONS = 7
+
+
+def _register() -> None:
+    import minigrid  # noqa: F401  (importing registers the MiniGrid-* ids)
+
+
+class LevelPool(gym.Wrapper):
+    """One MiniGrid env whose every episode is a level drawn from a fixed pool.
+
+    ``reset(seed=s)`` re-seeds the level sequence, so it replays exactly; later
+    resets (autoreset included) draw the next level from the same sequence.
+    With ``random_action_prob`` > 0, each action is replaced by a uniformly
+    random one with that probability (the benchmark's stochastic-action wrapper).
+    """
+
+    def __init__(self, env: gym.Env, start_level: int, num_levels: int, seed: int,
+                 random_action_prob: float = 0.0):
+        super().__init__(env)
+        self.start_level, self.num_levels = int(start_level), int(num_levels)
+        self.random_action_prob = float(random_action_prob)
+        self.num_actions = int(env.action_space.n)
+        self._seed(seed)
+        self.replaced = 0
+
+    def _seed(self, seed: int) -> None:
+        # separate streams: the levels must not depend on how many actions were replaced
+        levels, actions = np.random.SeedSequence(seed).spawn(2)
+        self._rng, self._action_rng = np.random.default_rng(levels), np.random.default_rng(actions)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._seed(seed)
+        level = self.start_level + int(self._rng.integers(self.num_levels))
+        obs, info = self.env.reset(seed=level, options=options)
+        info["level"] = level
+        return obs, info
+
+    def step(self, action):
+        rng = self._action_rng
+        if self.random_action_prob > 0 and rng.random() < self.random_action_prob:
+            action = int(rng.integers(self.num_actions))
+            self.replaced += 1
+        return self.env.step(action)
+
+
+class MiniGridVecEnv(RecordEpisodeStatistics):
+    """``num_envs`` copies of one MiniGrid variant, vectorised by gymnasium's ``SyncVectorEnv``.
+
+    Finished episodes reset in the same step (``SAME_STEP`` autoreset, as CoordEnv
+    expects); ``info["episode"]`` holds ``r`` and ``l`` of the episodes that ended,
+    under the mask ``info["_episode"]``.  ``truncated`` marks MiniGrid's step limit.
+
+    :param task: one of :data:`TASKS`.
+    :param variant: ``easy`` or ``hard``.
+    :param start_level: first layout seed of the level pool.
+    :param num_levels: size of the level pool.
+    :param seed: seed of the level sequence; ``reset(seed=s)`` replays it exactly.
+    """
+
+    def __init__(self, task: str, num_envs: int, variant: str = "easy", start_level: int = 0,
+                 num_levels: int = 100000, seed: int = 0, random_action_prob: float = 0.0):
+        if task not in TASKS:
+            raise ValueError(f"unknown minigrid task {task!r}; valid: {', '.join(TASKS)}")
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+        if num_envs < 1 or num_levels < 1:
+            raise ValueError(f"num_envs and num_levels must be >= 1, got {num_envs}, {num_levels}")
+        _register()
+        from minigrid.wrappers import ImgObsWrapper
+
+        env_id = TASKS[task][VARIANTS.index(variant)]
+        seeds = np.random.SeedSequence(int(seed)).generate_state(num_envs)
+
+        def factory(i: int):
+            def make() -> gym.Env:
+                env = ImgObsWrapper(gym.make(env_id))
+                return LevelPool(env, start_level, num_levels, int(seeds[i]), random_action_prob)
+            return make
+
+        vec = SyncVectorEnv([factory(i) for i in range(num_envs)],
+                            autoreset_mode=AutoresetMode.SAME_STEP)
+        super().__init__(vec)
+        self.metadata = {**vec.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+        self.task, self.variant, self.env_id = task, variant, env_id
+        self.seed_value = int(seed)
+        self._started = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start fresh episodes in every env; ``seed`` (or the constructor's, first time) replays."""
+        if seed is None and not self._started:
+            seed = self.seed_value
+        self._started = True
+        if seed is None:
+            return super().reset(options=options)
+        slot_seeds = np.random.SeedSequence(int(seed)).generate_state(self.num_envs)
+        return super().reset(seed=[int(s) for s in slot_seeds], options=options)
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        return obs, np.asarray(reward, dtype=np.float32), terminated, truncated, info
+
+    @property
+    def replaced_actions(self) -> int:
+        """Actions replaced by random ones so far (``random_action_prob``), over all slots."""
+        return sum(e.replaced for e in self.env.envs)
+
+
+def make_minigrid(env_cfg: Any, split: str, num_envs: int) -> MiniGridVecEnv:
+    """Build the vector env of one split from the ``env`` config node."""
+    split_cfg = env_cfg[split]
+    return MiniGridVecEnv(
+        task=env_cfg.task,
+        num_envs=num_envs,
+        variant=split_cfg.variant,
+        start_level=split_cfg.start_level,
+        num_levels=split_cfg.num_levels,
+        seed=split_cfg.seed,
+        random_action_prob=float(env_cfg.get("random_action_prob", 0.0)),
+    )

@@ -1,0 +1,47 @@
+"""Actor-critic model for MiniGrid's egocentric 7x7x3 grid observations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from duo_cli.models.base import Model, ModelOutput, init_layer
+
+#: largest value of each channel of MiniGrid's encoding (object type, colour, state)
+_CHANNEL_MAX = (10.0, 5.0, 2.0)
+
+
+class GridCNN(Model):
+    """Small conv trunk over a ``(7, 7, 3)`` uint8 grid: ~30k parameters, fast on CPU.
+
+    Each channel is scaled to [0, 1] by its largest value; two 2x2 convolutions
+    and a third give a 64 x 4 x 4 map, flattened into ``hidden``.
+
+    :param num_actions: size of the discrete action space.
+    :param hidden_dim: width of the hidden feature layer.
+    :param channels: output channels of the three convolutions.
+    """
+
+    def __init__(self, num_actions: int, hidden_dim: int = 128,
+                 channels: tuple[int, ...] = (16, 32, 64), bf16: bool = False, **_: object):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.trunk = nn.Sequential(
+            init_layer(nn.Conv2d(3, c1, 2)), nn.ReLU(inplace=True),
+            init_layer(nn.Conv2d(c1, c2, 2)), nn.ReLU(inplace=True),
+            init_layer(nn.Conv2d(c2, c3, 2)), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            init_layer(nn.Linear(c3 * 4 * 4, hidden_dim)), nn.ReLU(inplace=True),
+        )
+        self.hidden_dim = hidden_dim
+        self.logit_dim = num_actions
+        self.bf16 = False  # fp32: the model is too small for bf16 to pay off
+        self.register_buffer("scale", 1.0 / torch.tensor(_CHANNEL_MAX).view(1, 3, 1, 1),
+                             persistent=False)
+        self.policy_head = init_layer(nn.Linear(hidden_dim, num_actions), std=0.01)
+        self.value_head = init_layer(nn.Linear(hidden_dim, 1), std=1.0)
+
+    def forward(self, obs: torch.Tensor) -> ModelOutput:
+        x = obs.permute(0, 3, 1, 2).float() * self.scale
+        hidden = self.trunk(x)
+        return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
