@@ -144,6 +144,10 @@ def bench_eval() -> None:
     env.close()
 
 
+def bench_minigrid() -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "minigrid_speed.py")], check=False)
+
+
 def bench_sweep() -> None:
     script = ROOT / "bench" / "sweep_speedup.py"
     if script.exists():
@@ -152,6 +156,6 @@ def bench_sweep() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    which = sys.argv[1:] or ["coord_env", "ppo", "eval", "sweep"]
+    which = sys.argv[1:] or ["coord_env", "ppo", "eval", "minigrid", "sweep"]
     for name in which:
         globals()[f"bench_{name}"]()
