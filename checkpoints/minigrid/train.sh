@@ -12,7 +12,7 @@ COMMON=(env=minigrid algorithm=ppo_agent_minigrid torch_threads=1 progress=false
         evaluation.train_num_episodes=128 evaluation.num_envs=32)
 
 declare -A NOVICE_STEPS=([DoorKey]=300000 [LavaGap]=500000 [DistShift]=300000)
-declare -A EXPERT_STEPS=([DoorKey]=2000000 [LavaGap]=1500000 [DistShift]=500000)
+declare -A EXPERT_STEPS=([DoorKey]=500000 [LavaGap]=1000000 [DistShift]=300000)
 
 train() {  # run_dir, overrides...
   local dir=$1; shift
