@@ -121,23 +121,47 @@ def summarize_episodes(
     kept = sorted(records)[:num_episodes]
     arr = np.array([r[2:] for r in kept], dtype=np.float64).reshape(-1, 5)
     rewards, base, lengths, expert, switches = arr.T
+    if not coordinating:
+        expert = switches = None
+    return summarize_outcomes(rewards, base, lengths, expert, switches, total_steps)
+
+
+def summarize_outcomes(
+    rewards: np.ndarray,
+    base: np.ndarray,
+    lengths: np.ndarray,
+    expert: np.ndarray | None,
+    switches: np.ndarray | None,
+    steps: int,
+) -> dict[str, Any]:
+    """Means, CIs and per-episode lists of episodes already in (k, slot) order.
+
+    ``expert`` (expert steps per episode) and ``switches`` are ``None`` for an agent
+    alone; a coordination result also carries ``expert_frac`` and ``switches_mean``.
+    """
+    n = len(rewards)
+    lengths = np.asarray(lengths, dtype=np.float64)
     reward_mean, reward_ci = mean_ci95(rewards)
     base_mean, base_ci = mean_ci95(base)
-    steps = float(lengths.sum())
+    total = float(lengths.sum())
     result: dict[str, Any] = {
         "reward_mean": reward_mean,
         "reward_ci95": reward_ci,
         "base_reward_mean": base_mean,
         "base_reward_ci95": base_ci,
-        "episode_length_mean": float(lengths.mean()) if len(kept) else float("nan"),
-        "episode_length_min": int(lengths.min()) if len(kept) else 0,
-        "episode_length_max": int(lengths.max()) if len(kept) else 0,
-        "episodes": len(kept),
-        "steps": int(total_steps),
-        "rewards": rewards.tolist(),
-        "base_rewards": base.tolist(),
+        "episode_length_mean": float(lengths.mean()) if n else float("nan"),
+        "episode_length_min": int(lengths.min()) if n else 0,
+        "episode_length_max": int(lengths.max()) if n else 0,
+        "episodes": n,
+        "steps": int(steps),
+        "rewards": np.asarray(rewards, dtype=np.float64).tolist(),
+        "base_rewards": np.asarray(base, dtype=np.float64).tolist(),
+        "lengths": lengths.astype(np.int64).tolist(),
     }
-    if coordinating:
-        result["expert_frac"] = float(expert.sum() / steps) if steps else 0.0
-        result["switches_mean"] = float(switches.mean()) if len(kept) else 0.0
+    if expert is not None:
+        expert = np.asarray(expert, dtype=np.float64)
+        result["expert_frac"] = float(expert.sum() / total) if total else 0.0
+        result["switches_mean"] = float(np.mean(switches)) if n else 0.0
+        result["expert_steps"] = expert.astype(np.int64).tolist()
+        result["switches"] = np.asarray(switches).astype(np.int64).tolist()
     return result

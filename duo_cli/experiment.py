@@ -315,11 +315,15 @@ def _coord_metadata(cfg: DictConfig, setup: CoordSetup) -> dict:
 
 
 def _strip(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in ("rewards", "base_rewards")}
+    return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
 def train_coord(cfg: DictConfig, console: Console) -> Path:
     """``duo train --type coord``: fit/select a coordinator, then score the selection on test."""
+    if cfg.coordination.get("alphas") is not None:
+        from duo_cli.alpha_grid import train_coord_grid
+
+        return train_coord_grid(cfg, console)
     from duo_cli.checkpoint import load_checkpoint
     from duo_cli.registry import resolve
     from duo_cli.run import write_json
