@@ -12,7 +12,7 @@ _CHANNEL_MAX = (10.0, 5.0, 2.0)
 
 
 class GridCNN(Model):
-    """Small conv trunk over a ``(7, 7, 3)`` uint8 grid: ~30k parameters, fast on CPU.
+    """Small conv trunk over a ``(7, 7, 3)`` uint8 grid: ~140k parameters, fast on CPU.
 
     Each channel is scaled to [0, 1] by its largest value; two 2x2 convolutions
     and a third give a 64 x 4 x 4 map, flattened into ``hidden``.
