@@ -34,12 +34,19 @@ VALIDATORS = ("val_sim", "val_true")
 EPISODE_LISTS = ("rewards", "base_rewards", "lengths", "expert_steps", "switches")
 
 
-def rescore(result: dict[str, Any], alpha: float, beta: float, bp: float) -> dict[str, Any]:
-    """The evaluation ``result`` as if played at cost weights (α, β) with base penalty ``bp``."""
+def rescore(result: dict[str, Any], alpha: float, beta: float, bp: float,
+            decimals: int | None = None) -> dict[str, Any]:
+    """The evaluation ``result`` as if played at cost weights (α, β) with base penalty ``bp``.
+
+    ``decimals`` rounds the per-step costs as ``coordination.cost_decimals`` does.
+    """
+    from duo_cli.coord_env import step_costs
+
+    expert_cost, switch_cost = step_costs(bp, alpha, beta, decimals)
     base = np.asarray(result["base_rewards"], dtype=np.float64)
     expert = np.asarray(result["expert_steps"], dtype=np.float64)
     switches = np.asarray(result["switches"], dtype=np.float64)
-    rewards = base - alpha * bp * expert - beta * bp * switches
+    rewards = base - expert_cost * expert - switch_cost * switches
     return summarize_outcomes(rewards, base, np.asarray(result["lengths"]), expert, switches,
                               steps=int(result["steps"]))
 
@@ -65,6 +72,10 @@ def run_candidate_grid(cfg: DictConfig, setup: Any, algorithm: Any, policy: Any,
     co = cfg.coordination
     alphas = [float(a) for a in co.alphas]
     beta, bp = float(co.switch_agent_cost_weight), float(setup.bp)
+    decimals = co.get("cost_decimals")
+
+    def score(result: dict[str, Any], alpha: float) -> dict[str, Any]:
+        return rescore(result, alpha, beta, bp, decimals)
     candidates = algorithm.candidates(policy, train_env)
     console.print(f"[bold]{len(candidates)} candidate(s)[/] for {cfg.algorithm.name}, "
                   f"{len(alphas)} alpha(s), validators {', '.join(VALIDATORS)}: each candidate "
@@ -81,7 +92,7 @@ def run_candidate_grid(cfg: DictConfig, setup: Any, algorithm: Any, policy: Any,
     choice: dict[str, list[int]] = {}
     for split in VALIDATORS:
         choice[split] = [
-            int(np.argmax([rescore(r, a, beta, bp)["reward_mean"] for r in played[split]]))
+            int(np.argmax([score(r, a)["reward_mean"] for r in played[split]]))
             for a in alphas
         ]
     tested: dict[int, dict[str, Any]] = {}
@@ -95,21 +106,21 @@ def run_candidate_grid(cfg: DictConfig, setup: Any, algorithm: Any, policy: Any,
         entry: dict[str, Any] = {"alpha": alpha, "beta": beta, "selection_split": selection}
         for split in VALIDATORS:
             i = choice[split][j]
-            entry[split] = _brief(rescore(played[split][i], alpha, beta, bp))
+            entry[split] = _brief(score(played[split][i], alpha))
             entry["validators"] = entry.get("validators", {})
             entry["validators"][split] = {
                 "index": i, "selected": params[i],
-                "test": _brief(rescore(tested[i], alpha, beta, bp)),
+                "test": _brief(score(tested[i], alpha)),
             }
             policy.set_params(candidates[i])
             save(run_dir / alpha_key(alpha) / f"best_{split}.pt", policy, alpha,
                  {"selected": params[i], "selected_on": split})
         i = choice[selection][j]
         entry["selected"] = params[i]
-        entry["test"] = rescore(tested[i], alpha, beta, bp)
+        entry["test"] = score(tested[i], alpha)
         per_alpha.append(entry)
     table = [{"params": params[i],
-              **{s: _brief(rescore(played[s][i], alphas[0], beta, bp)) for s in VALIDATORS}}
+              **{s: _brief(score(played[s][i], alphas[0])) for s in VALIDATORS}}
              for i in range(len(candidates))]
     return {"per_alpha": per_alpha, "candidates": table,
             "test_rollouts": len(tested), "validation_rollouts": len(candidates) * len(VALIDATORS)}

@@ -40,6 +40,8 @@ class CoordEnv(VectorEnv):
     :param switch_agent_cost_weight: beta.
     :param temperature: sampling temperature of both agents (0 = greedy).
     :param open_expert: also expose ``expert_hidden`` / ``expert_logits``.
+    :param cost_decimals: round the per-step costs to this many decimals (the
+        benchmark's protocol rounds to 2); ``None`` keeps them exact.
     """
 
     NOVICE = NOVICE
@@ -55,8 +57,10 @@ class CoordEnv(VectorEnv):
         switch_agent_cost_weight: float = 0.0,
         temperature: float = 1.0,
         open_expert: bool = False,
+        cost_decimals: int | None = None,
     ) -> None:
         self.base_env = base_env
+        self.cost_decimals = cost_decimals
         self.novice = novice
         self.expert = expert
         self.expert_query_cost_weight = float(expert_query_cost_weight)
@@ -106,8 +110,9 @@ class CoordEnv(VectorEnv):
         if not math.isfinite(bp) or bp <= 0:
             raise ValueError(f"base penalty must be positive and finite, got {base_penalty!r}")
         self.base_penalty = bp
-        self.expert_query_cost_per_action = bp * self.expert_query_cost_weight
-        self.switch_agent_cost_per_action = bp * self.switch_agent_cost_weight
+        self.expert_query_cost_per_action, self.switch_agent_cost_per_action = step_costs(
+            bp, self.expert_query_cost_weight, self.switch_agent_cost_weight, self.cost_decimals
+        )
 
     # -- gymnasium API -----------------------------------------------------------------
     def reset(
@@ -237,6 +242,19 @@ class GeneralCoordEnv(CoordEnv):
 
     def _expert_actions(self, rows: np.ndarray) -> np.ndarray:
         return self._expert_action[rows]
+
+
+def step_costs(base_penalty: float, alpha: float, beta: float,
+               decimals: int | None = None) -> tuple[float, float]:
+    """Cost of one expert step (``alpha * BP``) and of one switch (``beta * BP``).
+
+    With ``decimals`` both are rounded half-to-even to that many decimals, as the
+    benchmark does (so a cost below ``0.5 * 10**-decimals`` becomes 0).
+    """
+    expert, switch = base_penalty * alpha, base_penalty * beta
+    if decimals is not None:
+        expert, switch = round(expert, int(decimals)), round(switch, int(decimals))
+    return float(expert), float(switch)
 
 
 def _box(dim: int) -> gym.spaces.Box:

@@ -294,6 +294,7 @@ class CoordSetup:
             expert_query_cost_weight=co.expert_query_cost_weight,
             switch_agent_cost_weight=co.switch_agent_cost_weight,
             temperature=co.temperature, open_expert=co.open_expert,
+            cost_decimals=co.get("cost_decimals"),
         )
         env.set_costs(self.bp)
         return env
