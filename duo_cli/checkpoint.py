@@ -159,7 +159,7 @@ def check_layout(data: dict, path: Any = "checkpoint") -> None:
     for key, typ in (("config", dict), ("state_dict", dict), ("metadata", dict)):
         if not isinstance(data.get(key), typ):
             raise bad(f"{key!r} is missing or not a mapping")
-    for key, value in data["state_dict"].items():
+    for key in data["state_dict"]:
         if not isinstance(key, str):
             raise bad(f"state_dict key {key!r} is not a string")
     conf = data["config"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,40 @@ def setup_torch(cfg: DictConfig):
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     torch.manual_seed(int(cfg.seed))
-    return torch.device(cfg.device)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r} is not available here (no CUDA); use device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {cfg.device!r} is not available here; use device=cpu")
+    return device
 
 
-def make_run_dir(cfg: DictConfig, command: str) -> Path:
-    """The run dir: ``cfg.run_dir`` or a fresh timestamped one; refuses to clobber."""
+def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
+    """The run dir: ``cfg.run_dir`` or a fresh timestamped one; refuses to clobber.
+
+    ``resume=true`` continues from ``last.pt``; without one it refuses unless the
+    dir is empty.  ``claim`` (a :class:`~duo_cli.run.RunDirClaim`) records what
+    this command creates, so a failure can remove it.
+    """
+    from duo_cli.checkpoint import TMP_SUFFIX, remove_stale_temp_files
+
     if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        if run_dir.exists() and any(run_dir.iterdir()) and not (cfg.resume or cfg.overwrite):
-            raise ConfigError(
-                f"run dir {run_dir} exists and is not empty; pass resume=true or overwrite=true"
-            )
+        run_dir = Path(cfg.run_dir).expanduser()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"run_dir {run_dir} is a file, not a directory")
+        entries = sorted(p.name for p in run_dir.iterdir()
+                         if not p.name.endswith(TMP_SUFFIX)) if run_dir.is_dir() else []
+        if entries and not cfg.overwrite:
+            if not cfg.resume:
+                raise ConfigError(
+                    f"run dir {run_dir} exists and is not empty; pass resume=true or overwrite=true"
+                )
+            if "last.pt" not in entries:
+                shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+                raise ConfigError(
+                    f"resume=true, but run dir {run_dir} has no last.pt to resume from and is "
+                    f"not empty ({shown}); choose another run_dir (or overwrite=true)"
+                )
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{stamp}-{cfg.env.task}-{cfg.algorithm.name}"
@@ -41,8 +65,35 @@ def make_run_dir(cfg: DictConfig, command: str) -> Path:
         while run_dir.exists():
             run_dir = Path("runs") / command / f"{name}-{i}"
             i += 1
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create run dir {run_dir}: {exc.strerror or exc}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"run dir {run_dir} is not writable")
+    if claim is not None:
+        claim.take(run_dir, created)
+    remove_stale_temp_files(run_dir)  # left by a save that was killed
     return run_dir
+
+
+def _owns_run_dir(fn):
+    """Give ``fn`` a :class:`~duo_cli.run.RunDirClaim`; a failed call takes its files back."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from duo_cli.run import RunDirClaim
+
+        claim = RunDirClaim()
+        try:
+            return fn(*args, claim=claim, **kwargs)
+        except BaseException:
+            claim.undo()
+            raise
+
+    return wrapper
 
 
 def make_base_env(cfg: DictConfig, split: str, num_envs: int | None = None):
@@ -68,7 +119,7 @@ def build_agent(cfg: DictConfig, num_actions: int, device) -> Any:
     from duo_cli.registry import resolve
 
     model = build_model(cfg.model, num_actions=num_actions).to(device)
-    policy = resolve(cfg.policy._target_)(model, device=device)
+    policy = resolve(cfg.policy._target_, "policy", "policy._target_")(model, device=device)
     policy.kind = "agent"
     policy.config = {
         "policy": OmegaConf.to_container(cfg.policy, resolve=True),
@@ -108,9 +159,9 @@ def make_untrained_agents(directory: str | Path, task: str, hidden_dim: int = 32
 
 def load_agent(path: str | Path, device="cpu", bf16: bool | None = None) -> tuple[Any, dict]:
     """Rebuild an agent policy from a checkpoint file; returns ``(policy, checkpoint)``."""
-    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.checkpoint import load_policy_checkpoint
 
-    ckpt = load_checkpoint(resolve_path(path), map_location=device)
+    ckpt = load_policy_checkpoint(resolve_path(path), map_location=device)
     return agent_from_checkpoint(ckpt, device, bf16, name=str(path)), ckpt
 
 
@@ -125,13 +176,63 @@ def agent_from_checkpoint(ckpt: dict, device="cpu", bf16: bool | None = None,
     model_cfg = dict(conf["model"])
     if bf16 is not None:
         model_cfg["bf16"] = bf16
-    model = build_model(model_cfg, num_actions=conf["num_actions"]).to(device)
-    policy = resolve(conf["policy"]["_target_"])(model, device=device)
-    policy.set_params(ckpt["state_dict"])
+    # classes named in the file come from the closed set, with only declared arguments
+    model = build_model(model_cfg, where=f"config.model of {name}",
+                        num_actions=conf["num_actions"]).to(device)
+    cls = resolve(conf["policy"]["_target_"], "policy", f"config.policy._target_ of {name}")
+    policy = cls(model, device=device)
+    load_params(policy, ckpt["state_dict"], name)
     policy.eval()
     policy.kind = "agent"
     policy.config = conf
     return policy
+
+
+def load_params(policy: Any, params: dict, name: str) -> None:
+    """``policy.set_params(params)``; weights that do not fit are a one-line ``CheckpointError``."""
+    from duo_cli.checkpoint import CheckpointError
+
+    try:
+        policy.set_params(params)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        reason = "; ".join(lines[:3]) if lines else repr(exc)
+        raise CheckpointError(f"{name}: the weights do not fit the model it names ({reason})") \
+            from None
+
+
+def env_spec(cfg: DictConfig) -> tuple[int, tuple[int, ...]] | None:
+    """``(actions, observation shape)`` from the env module's ``spec`` hook, if it has one."""
+    import inspect
+
+    from duo_cli.registry import resolve
+
+    factory = resolve(cfg.env._target_, "env", "env._target_")
+    hook = getattr(inspect.getmodule(factory), "spec", None)
+    return hook(cfg.env) if hook is not None else None
+
+
+def check_agent(policy: Any, num_actions: int, cfg: DictConfig, name: str) -> None:
+    """Refuse an agent whose action count or input does not fit the configured env."""
+    import torch
+
+    spec = env_spec(cfg)
+    if spec is None:
+        return
+    n, shape = spec
+    where = f"{cfg.env.name} {cfg.env.task}"
+    if int(num_actions) != n:
+        raise ConfigError(f"{name} has {num_actions} actions; {where} has {n}")
+    try:
+        with torch.no_grad():
+            out = policy.forward(torch.zeros((1, *shape), dtype=torch.uint8))
+    except Exception as exc:  # noqa: BLE001 - any failure means the model cannot read the obs
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{name} cannot read {where} observations of shape {shape} ({reason})"
+        ) from None
+    if tuple(out.logits.shape) != (1, n):
+        raise ConfigError(f"{name} outputs {tuple(out.logits.shape)[1:]} logits; {where} has {n}")
 
 
 def _require_agent(ckpt: dict, name: str) -> None:
@@ -155,15 +256,16 @@ def make_evaluators(cfg: DictConfig, splits, num_episodes: int, env_factory) -> 
     }
 
 
-def train_agent(cfg: DictConfig, console: Console) -> Path:
+@_owns_run_dir
+def train_agent(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     """``duo train --type agent``: PPO on the train split, periodic held-out evaluation."""
     from duo_cli.registry import resolve
-    from duo_cli.run import write_json
+    from duo_cli.run import write_json, write_text
 
     device = setup_torch(cfg)
     init = _init_checkpoint(cfg)  # checked before anything is written
-    run_dir = make_run_dir(cfg, "agent")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    _check_resume(cfg, "agent")
+    run_dir = make_run_dir(cfg, "agent", claim)
     console.print(f"[bold]training agent[/] on {cfg.env.task} "
                   f"({_difficulty(cfg.env.train)}) with {cfg.model.name}; run dir {run_dir}")
     env = make_base_env(cfg, "train")
@@ -172,6 +274,7 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
         lambda split, n: make_base_env(cfg, split, n),
     )
     policy = build_agent(cfg, int(env.single_action_space.n), device)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     metadata = {
         "env": {"name": cfg.env.name, "task": cfg.env.task,
                 "train": OmegaConf.to_container(cfg.env.train)},
@@ -180,11 +283,6 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     }
     if init is not None:
         path, ckpt = init
-        if int(ckpt["config"]["num_actions"]) != int(env.single_action_space.n):
-            raise ConfigError(
-                f"algorithm.init_from={path} has {ckpt['config']['num_actions']} actions; "
-                f"{cfg.env.task} has {env.single_action_space.n}"
-            )
         metadata["init_from"] = {
             "path": str(path), "global_step": ckpt.get("metadata", {}).get("global_step"),
         }
@@ -192,7 +290,7 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     if init is not None and ctx.resume_checkpoint is None:  # on resume, last.pt's weights win
         policy.set_params(init[1]["state_dict"])
         console.print(f"weights initialised from {init[0]}")
-    algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
+    algorithm = resolve(cfg.algorithm._target_, "algorithm", "algorithm._target_")(cfg.algorithm, ctx)
     t0 = time.time()
     try:
         result = algorithm.train(policy, env, evaluators)
@@ -216,22 +314,59 @@ def _difficulty(split_cfg: DictConfig) -> str:
 
 def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
     """Load ``algorithm.init_from`` (an agent checkpoint to fine-tune), checking its model."""
-    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.checkpoint import load_policy_checkpoint
 
     init_from = cfg.algorithm.get("init_from")
     if not init_from:
         return None
     path = resolve_path(init_from)
-    ckpt = load_checkpoint(path)
-    _require_agent(ckpt, f"algorithm.init_from={init_from}")
+    ckpt = load_policy_checkpoint(path)
+    name = f"algorithm.init_from={init_from}"
+    _require_agent(ckpt, name)
+    _same_model(cfg, ckpt, name)
+    agent = agent_from_checkpoint(ckpt, "cpu", name=name)  # the weights fit the model
+    check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
+    return path, ckpt
+
+
+def _same_model(cfg: DictConfig, ckpt: dict, name: str) -> None:
     theirs = {k: v for k, v in dict(ckpt["config"]["model"]).items() if k != "bf16"}
     ours = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "bf16"}
     if theirs != ours:
         raise ConfigError(
-            f"algorithm.init_from={init_from} holds model {theirs.get('name')!r} {theirs}; "
+            f"{name} holds model {theirs.get('name')!r} {theirs}; "
             f"this run builds {ours.get('name')!r} {ours} (choose model={theirs.get('name')})"
         )
-    return path, ckpt
+
+
+def _check_resume(cfg: DictConfig, kind: str) -> None:
+    """``resume=true``: the run dir's ``last.pt`` must fit this run, checked before any write."""
+    from duo_cli.checkpoint import CheckpointError, load_policy_checkpoint
+
+    if not (cfg.resume and cfg.run_dir):
+        return
+    last = Path(cfg.run_dir).expanduser() / "last.pt"
+    if not last.is_file():
+        return  # make_run_dir applies the rule for a dir without last.pt
+    ckpt = load_policy_checkpoint(last)
+    name = f"resume=true: {last}"
+    if ckpt["kind"] != kind:
+        raise ConfigError(f"{name} is a {ckpt['kind']} run; this is duo train --type {kind}")
+    if not isinstance(ckpt.get("train_state"), dict):
+        raise CheckpointError(f"{name} has no train_state to continue from")
+    if kind == "agent":
+        _same_model(cfg, ckpt, name)
+        agent = agent_from_checkpoint(ckpt, "cpu", name=str(last))
+        check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
+        return
+    theirs = ckpt["config"].get("policy")
+    ours = OmegaConf.to_container(cfg.policy, resolve=True)
+    method = ckpt["metadata"].get("method")
+    if theirs != ours or method != cfg.algorithm.name:
+        raise ConfigError(
+            f"{name} was trained by {method!r} with policy {theirs}; this run is "
+            f"{cfg.algorithm.name!r} with policy {ours}"
+        )
 
 
 # -- coordination ----------------------------------------------------------------------
@@ -271,6 +406,8 @@ class CoordSetup:
         self.ckpts: dict[str, dict] = {}
         for role in ("sim_novice", "novice", "expert"):
             self.agents[role], self.ckpts[role] = load_agent(cfg.agents[role], device)
+            check_agent(self.agents[role], self.ckpts[role]["config"]["num_actions"], cfg,
+                        f"agents.{role}={cfg.agents[role]}")
         self.bp = base_penalty(cfg, self.ckpts["expert"])
 
     def env(self, split: str, num_envs: int, skyline: bool = False):
@@ -302,7 +439,8 @@ class CoordSetup:
 def build_coord_policy(cfg: DictConfig, env, device):
     from duo_cli.registry import resolve
 
-    return resolve(cfg.policy._target_)(cfg.policy, env, device=device, seed=int(cfg.seed))
+    cls = resolve(cfg.policy._target_, "policy", "policy._target_")
+    return cls(cfg.policy, env, device=device, seed=int(cfg.seed))
 
 
 def _coord_metadata(cfg: DictConfig, setup: CoordSetup) -> dict:
@@ -318,17 +456,18 @@ def _strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("rewards", "base_rewards")}
 
 
-def train_coord(cfg: DictConfig, console: Console) -> Path:
+@_owns_run_dir
+def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     """``duo train --type coord``: fit/select a coordinator, then score the selection on test."""
     from duo_cli.checkpoint import load_checkpoint
     from duo_cli.registry import resolve
-    from duo_cli.run import write_json
+    from duo_cli.run import write_json, write_text
     from duo_cli.tables import print_eval_table
 
     device = setup_torch(cfg)
     setup = CoordSetup(cfg, device)  # checks agents and BP before anything is written
-    run_dir = make_run_dir(cfg, "coord")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    _check_resume(cfg, "coord")
+    run_dir = make_run_dir(cfg, "coord", claim)
     skyline = bool(cfg.algorithm.get("skyline", False))
     selection = "val_true" if skyline else cfg.coordination.selection_split
     console.print(
@@ -343,8 +482,12 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
         cfg, [selection], ev_cfg.num_episodes, lambda s, n: setup.env(s, n)
     )
     policy = build_coord_policy(cfg, train_env, device)
+    if cfg.resume and (run_dir / "last.pt").is_file():  # its weights must fit, before any write
+        load_params(policy, load_checkpoint(run_dir / "last.pt")["state_dict"],
+                    str(run_dir / "last.pt"))
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     ctx = _context(cfg, run_dir, console, device, _coord_metadata(cfg, setup))
-    algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
+    algorithm = resolve(cfg.algorithm._target_, "algorithm", "algorithm._target_")(cfg.algorithm, ctx)
     t0 = time.time()
     try:
         train_result = algorithm.train(policy, train_env, evaluators)
@@ -384,41 +527,66 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
 # -- evaluation ------------------------------------------------------------------------
 
 
+def _coord_eval_config(cli_cfg: DictConfig, ckpt: dict, path: Path,
+                       overrides: list[str] | None) -> DictConfig:
+    """A coordinator is scored in the setting it was trained in (its ``run_config``), plus
+    value overrides; the file's config is data, validated like a composed one."""
+    from duo_cli.config import _group_of, validate
+
+    groups = [o for o in (overrides or []) if _group_of(o) is not None]
+    if groups:
+        raise ConfigError(
+            f"duo eval of a coordinator takes key=value overrides only, not {groups[0]!r}: "
+            f"{path} was trained with algorithm={ckpt['metadata'].get('method')}"
+        )
+    values = [o for o in (overrides or []) if "=" in o]
+    try:
+        cfg = OmegaConf.merge(OmegaConf.create(ckpt["metadata"]["run_config"]),
+                              OmegaConf.from_dotlist(values))
+        for key in ("run_dir", "overwrite", "resume", "progress"):
+            cfg[key] = cli_cfg[key]
+    except Exception as exc:  # noqa: BLE001 - malformed run_config
+        from duo_cli.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{path}: bad metadata.run_config ({exc})".splitlines()[0]) from None
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: metadata.run_config or overrides: {exc}") from None
+    return cfg
+
+
+@_owns_run_dir
 def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
-                        overrides: list[str] | None = None) -> Path:
+                        overrides: list[str] | None = None, claim: Any = None) -> Path:
     """``duo eval CHECKPOINT``: score an agent or coordinator checkpoint on the splits."""
-    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.checkpoint import load_policy_checkpoint
     from duo_cli.run import write_json
     from duo_cli.tables import print_eval_table
 
     path = resolve_path(checkpoint)
-    ckpt = load_checkpoint(path)
+    ckpt = load_policy_checkpoint(path)
     kind = ckpt.get("kind")
     if kind == "coord":
-        # a coordinator is scored in the setting it was trained in, plus any overrides
-        run_cfg = OmegaConf.create(ckpt["metadata"]["run_config"])
-        value_overrides = [o for o in (overrides or []) if "=" in o and "/" not in o.split("=")[0]]
-        cli_cfg = cfg
-        cfg = OmegaConf.merge(run_cfg, OmegaConf.from_dotlist(value_overrides))
-        for key in ("run_dir", "overwrite", "resume", "progress"):
-            cfg[key] = cli_cfg[key]
+        cfg = _coord_eval_config(cfg, ckpt, path, overrides)
     device = setup_torch(cfg)
-    run_dir = make_run_dir(cfg, "eval")
     ev = cfg.evaluation
     splits = chosen_splits(cfg)
     if splits is None:
         splits = list(ev.splits) if kind == "agent" else [s for s in ev.splits if s != "train"]
     if kind == "agent":
         policy = agent_from_checkpoint(ckpt, device, name=str(path))
+        check_agent(policy, ckpt["config"]["num_actions"], cfg, str(path))
         evaluators = make_evaluators(cfg, splits, ev.num_episodes,
                                      lambda s, n: make_base_env(cfg, s, n))
     elif kind == "coord":
         setup = CoordSetup(cfg, device)
         evaluators = make_evaluators(cfg, splits, ev.num_episodes, lambda s, n: setup.env(s, n))
         policy = build_coord_policy(cfg, next(iter(evaluators.values())).env, device)
-        policy.set_params(ckpt["state_dict"])
+        load_params(policy, ckpt["state_dict"], str(path))
     else:
         raise ConfigError(f"{path}: unknown checkpoint kind {kind!r}; valid: agent, coord")
+    run_dir = make_run_dir(cfg, "eval", claim)  # everything checked: now write
     console.print(f"[bold]evaluating[/] {path} ({kind}) on {', '.join(splits)}: "
                   f"{ev.num_episodes} episodes each")
     results = {}

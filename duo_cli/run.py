@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,31 +57,110 @@ class RunContext:
         return path if self.resume and path.exists() else None
 
     def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
-        """Append one JSON line to ``metrics.jsonl`` (and TensorBoard scalars)."""
+        """Append one JSON line to ``metrics.jsonl`` (and TensorBoard scalars); NaN is null."""
         row = {"global_step": int(step), **metrics}
         with open(self.run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row, default=_jsonable) + "\n")
+            fh.write(dumps(row) + "\n")
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, int | float) and math.isfinite(value):
                     self._tb.add_scalar(key, value, step)
+
+    def trim_metrics(self, step: int) -> None:
+        """Drop ``metrics.jsonl`` rows after ``step`` (logged after the last.pt a run resumes)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line)["global_step"]) > step:
+                    continue
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+            kept.append(line + "\n")
+        write_text(path, "".join(kept))
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
+def _finite(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy/torch numbers unwrapped, NaN and infinities null."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()
+        if isinstance(value, list):
+            return _finite(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
     return str(value)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
+def dumps(data: Any, indent: int | None = None) -> str:
+    """Strict JSON (no bare NaN / Infinity: they are written as null)."""
+    return json.dumps(_finite(data), indent=indent, allow_nan=False)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temp file + rename); the temp file never stays."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write strict JSON atomically (NaN and infinities become null)."""
+    write_text(path, dumps(data, indent=2) + "\n")
+
+
+class RunDirClaim:
+    """What one command created in its run dir, so that a failed command can take it back.
+
+    :meth:`take` records the run dir before the command writes; :meth:`undo`
+    removes the dir if the command created it, or else only the entries it
+    added, and leaves everything once the command has saved a ``last.pt``
+    (the run can then be resumed).  Pre-existing files are never touched.
+    """
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.created = False
+        self.before: dict[str, tuple[int, int]] = {}
+
+    def take(self, run_dir: Path, created: bool) -> None:
+        self.path, self.created = Path(run_dir), created
+        self.before = {} if created else {p.name: _stamp(p) for p in self.path.iterdir()}
+
+    def undo(self) -> None:
+        path = self.path
+        if path is None or not path.is_dir():
+            return
+        last = path / "last.pt"
+        if last.is_file() and self.before.get("last.pt") != _stamp(last):
+            return  # training progressed: keep the run resumable
+        if self.created:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        for entry in path.iterdir():
+            if entry.name not in self.before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from duo_cli.algorithms.base import Algorithm
-from duo_cli.checkpoint import load_checkpoint, save_policy
+from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_policy
 from duo_cli.run import RunContext
 from duo_cli.tables import metrics_progress, print_eval_table
 
@@ -187,17 +187,24 @@ class PPO(Algorithm):
         last_path = ctx.resume_checkpoint
         if last_path is not None:
             ckpt = load_checkpoint(last_path, map_location=device)
-            policy.set_params(ckpt["state_dict"])
-            train_state = ckpt["train_state"]
-            optimizer.load_state_dict(train_state["optimizer"])
-            if scaler is not None and "reward_scaler" in train_state:
-                scaler.load_state_dict(train_state["reward_scaler"])
-            torch.set_rng_state(train_state["torch_rng"])
-            state.update(
-                iteration=int(train_state["iteration"]),
-                global_step=int(train_state["global_step"]),
-                best=dict(train_state["best"]),
-            )
+            try:
+                policy.set_params(ckpt["state_dict"])
+                train_state = ckpt["train_state"]
+                optimizer.load_state_dict(train_state["optimizer"])
+                if scaler is not None and train_state.get("reward_scaler"):
+                    scaler.load_state_dict(train_state["reward_scaler"])
+                torch.set_rng_state(train_state["torch_rng"])
+                state.update(
+                    iteration=int(train_state["iteration"]),
+                    global_step=int(train_state["global_step"]),
+                    best=dict(train_state["best"]),
+                )
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise CheckpointError(
+                    f"cannot resume from {last_path}: it does not fit this run ({reason})"
+                ) from None
+            ctx.trim_metrics(state["global_step"])  # rows logged after last.pt was saved
             ctx.console.print(
                 f"resumed from {last_path} at step {state['global_step']:,} "
                 f"(iteration {state['iteration']})"
