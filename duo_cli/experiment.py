@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from duo_cli.checks import (  # noqa: F401 (re-exported)
+    check_agent,
+    check_resume,
+    coord_eval_config,
+    env_spec,
+    load_params,
+    same_model,
+)
 from duo_cli.config import ConfigError, chosen_splits, resolve_path
+from duo_cli.run import make_run_dir, owns_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -29,71 +37,6 @@ def setup_torch(cfg: DictConfig):
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {cfg.device!r} is not available here; use device=cpu")
     return device
-
-
-def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
-    """The run dir: ``cfg.run_dir`` or a fresh timestamped one; refuses to clobber.
-
-    ``resume=true`` continues from ``last.pt``; without one it refuses unless the
-    dir is empty.  ``claim`` (a :class:`~duo_cli.run.RunDirClaim`) records what
-    this command creates, so a failure can remove it.
-    """
-    from duo_cli.checkpoint import TMP_SUFFIX, remove_stale_temp_files
-
-    if cfg.run_dir:
-        run_dir = Path(cfg.run_dir).expanduser()
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ConfigError(f"run_dir {run_dir} is a file, not a directory")
-        entries = sorted(p.name for p in run_dir.iterdir()
-                         if not p.name.endswith(TMP_SUFFIX)) if run_dir.is_dir() else []
-        if entries and not cfg.overwrite:
-            if not cfg.resume:
-                raise ConfigError(
-                    f"run dir {run_dir} exists and is not empty; pass resume=true or overwrite=true"
-                )
-            if "last.pt" not in entries:
-                shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-                raise ConfigError(
-                    f"resume=true, but run dir {run_dir} has no last.pt to resume from and is "
-                    f"not empty ({shown}); choose another run_dir (or overwrite=true)"
-                )
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}-{cfg.env.task}-{cfg.algorithm.name}"
-        run_dir = Path("runs") / command / name
-        i = 1
-        while run_dir.exists():
-            run_dir = Path("runs") / command / f"{name}-{i}"
-            i += 1
-    created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create run dir {run_dir}: {exc.strerror or exc}") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"run dir {run_dir} is not writable")
-    if claim is not None:
-        claim.take(run_dir, created)
-    remove_stale_temp_files(run_dir)  # left by a save that was killed
-    return run_dir
-
-
-def _owns_run_dir(fn):
-    """Give ``fn`` a :class:`~duo_cli.run.RunDirClaim`; a failed call takes its files back."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from duo_cli.run import RunDirClaim
-
-        claim = RunDirClaim()
-        try:
-            return fn(*args, claim=claim, **kwargs)
-        except BaseException:
-            claim.undo()
-            raise
-
-    return wrapper
 
 
 def make_base_env(cfg: DictConfig, split: str, num_envs: int | None = None):
@@ -177,62 +120,15 @@ def agent_from_checkpoint(ckpt: dict, device="cpu", bf16: bool | None = None,
     if bf16 is not None:
         model_cfg["bf16"] = bf16
     # classes named in the file come from the closed set, with only declared arguments
-    model = build_model(model_cfg, where=f"config.model of {name}",
+    model = build_model(model_cfg, where=f"{name}: config.model",
                         num_actions=conf["num_actions"]).to(device)
-    cls = resolve(conf["policy"]["_target_"], "policy", f"config.policy._target_ of {name}")
+    cls = resolve(conf["policy"]["_target_"], "policy", f"{name}: config.policy._target_")
     policy = cls(model, device=device)
     load_params(policy, ckpt["state_dict"], name)
     policy.eval()
     policy.kind = "agent"
     policy.config = conf
     return policy
-
-
-def load_params(policy: Any, params: dict, name: str) -> None:
-    """``policy.set_params(params)``; weights that do not fit are a one-line ``CheckpointError``."""
-    from duo_cli.checkpoint import CheckpointError
-
-    try:
-        policy.set_params(params)
-    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-        reason = "; ".join(lines[:3]) if lines else repr(exc)
-        raise CheckpointError(f"{name}: the weights do not fit the model it names ({reason})") \
-            from None
-
-
-def env_spec(cfg: DictConfig) -> tuple[int, tuple[int, ...]] | None:
-    """``(actions, observation shape)`` from the env module's ``spec`` hook, if it has one."""
-    import inspect
-
-    from duo_cli.registry import resolve
-
-    factory = resolve(cfg.env._target_, "env", "env._target_")
-    hook = getattr(inspect.getmodule(factory), "spec", None)
-    return hook(cfg.env) if hook is not None else None
-
-
-def check_agent(policy: Any, num_actions: int, cfg: DictConfig, name: str) -> None:
-    """Refuse an agent whose action count or input does not fit the configured env."""
-    import torch
-
-    spec = env_spec(cfg)
-    if spec is None:
-        return
-    n, shape = spec
-    where = f"{cfg.env.name} {cfg.env.task}"
-    if int(num_actions) != n:
-        raise ConfigError(f"{name} has {num_actions} actions; {where} has {n}")
-    try:
-        with torch.no_grad():
-            out = policy.forward(torch.zeros((1, *shape), dtype=torch.uint8))
-    except Exception as exc:  # noqa: BLE001 - any failure means the model cannot read the obs
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"{name} cannot read {where} observations of shape {shape} ({reason})"
-        ) from None
-    if tuple(out.logits.shape) != (1, n):
-        raise ConfigError(f"{name} outputs {tuple(out.logits.shape)[1:]} logits; {where} has {n}")
 
 
 def _require_agent(ckpt: dict, name: str) -> None:
@@ -256,7 +152,7 @@ def make_evaluators(cfg: DictConfig, splits, num_episodes: int, env_factory) -> 
     }
 
 
-@_owns_run_dir
+@owns_run_dir
 def train_agent(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     """``duo train --type agent``: PPO on the train split, periodic held-out evaluation."""
     from duo_cli.registry import resolve
@@ -264,7 +160,7 @@ def train_agent(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
 
     device = setup_torch(cfg)
     init = _init_checkpoint(cfg)  # checked before anything is written
-    _check_resume(cfg, "agent")
+    check_resume(cfg, "agent")
     run_dir = make_run_dir(cfg, "agent", claim)
     console.print(f"[bold]training agent[/] on {cfg.env.task} "
                   f"({_difficulty(cfg.env.train)}) with {cfg.model.name}; run dir {run_dir}")
@@ -323,50 +219,10 @@ def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
     ckpt = load_policy_checkpoint(path)
     name = f"algorithm.init_from={init_from}"
     _require_agent(ckpt, name)
-    _same_model(cfg, ckpt, name)
+    same_model(cfg, ckpt, name)
     agent = agent_from_checkpoint(ckpt, "cpu", name=name)  # the weights fit the model
     check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
     return path, ckpt
-
-
-def _same_model(cfg: DictConfig, ckpt: dict, name: str) -> None:
-    theirs = {k: v for k, v in dict(ckpt["config"]["model"]).items() if k != "bf16"}
-    ours = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "bf16"}
-    if theirs != ours:
-        raise ConfigError(
-            f"{name} holds model {theirs.get('name')!r} {theirs}; "
-            f"this run builds {ours.get('name')!r} {ours} (choose model={theirs.get('name')})"
-        )
-
-
-def _check_resume(cfg: DictConfig, kind: str) -> None:
-    """``resume=true``: the run dir's ``last.pt`` must fit this run, checked before any write."""
-    from duo_cli.checkpoint import CheckpointError, load_policy_checkpoint
-
-    if not (cfg.resume and cfg.run_dir):
-        return
-    last = Path(cfg.run_dir).expanduser() / "last.pt"
-    if not last.is_file():
-        return  # make_run_dir applies the rule for a dir without last.pt
-    ckpt = load_policy_checkpoint(last)
-    name = f"resume=true: {last}"
-    if ckpt["kind"] != kind:
-        raise ConfigError(f"{name} is a {ckpt['kind']} run; this is duo train --type {kind}")
-    if not isinstance(ckpt.get("train_state"), dict):
-        raise CheckpointError(f"{name} has no train_state to continue from")
-    if kind == "agent":
-        _same_model(cfg, ckpt, name)
-        agent = agent_from_checkpoint(ckpt, "cpu", name=str(last))
-        check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
-        return
-    theirs = ckpt["config"].get("policy")
-    ours = OmegaConf.to_container(cfg.policy, resolve=True)
-    method = ckpt["metadata"].get("method")
-    if theirs != ours or method != cfg.algorithm.name:
-        raise ConfigError(
-            f"{name} was trained by {method!r} with policy {theirs}; this run is "
-            f"{cfg.algorithm.name!r} with policy {ours}"
-        )
 
 
 # -- coordination ----------------------------------------------------------------------
@@ -456,7 +312,7 @@ def _strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("rewards", "base_rewards")}
 
 
-@_owns_run_dir
+@owns_run_dir
 def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     """``duo train --type coord``: fit/select a coordinator, then score the selection on test."""
     from duo_cli.checkpoint import load_checkpoint
@@ -466,7 +322,7 @@ def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
 
     device = setup_torch(cfg)
     setup = CoordSetup(cfg, device)  # checks agents and BP before anything is written
-    _check_resume(cfg, "coord")
+    check_resume(cfg, "coord")
     run_dir = make_run_dir(cfg, "coord", claim)
     skyline = bool(cfg.algorithm.get("skyline", False))
     selection = "val_true" if skyline else cfg.coordination.selection_split
@@ -527,36 +383,7 @@ def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
 # -- evaluation ------------------------------------------------------------------------
 
 
-def _coord_eval_config(cli_cfg: DictConfig, ckpt: dict, path: Path,
-                       overrides: list[str] | None) -> DictConfig:
-    """A coordinator is scored in the setting it was trained in (its ``run_config``), plus
-    value overrides; the file's config is data, validated like a composed one."""
-    from duo_cli.config import _group_of, validate
-
-    groups = [o for o in (overrides or []) if _group_of(o) is not None]
-    if groups:
-        raise ConfigError(
-            f"duo eval of a coordinator takes key=value overrides only, not {groups[0]!r}: "
-            f"{path} was trained with algorithm={ckpt['metadata'].get('method')}"
-        )
-    values = [o for o in (overrides or []) if "=" in o]
-    try:
-        cfg = OmegaConf.merge(OmegaConf.create(ckpt["metadata"]["run_config"]),
-                              OmegaConf.from_dotlist(values))
-        for key in ("run_dir", "overwrite", "resume", "progress"):
-            cfg[key] = cli_cfg[key]
-    except Exception as exc:  # noqa: BLE001 - malformed run_config
-        from duo_cli.checkpoint import CheckpointError
-
-        raise CheckpointError(f"{path}: bad metadata.run_config ({exc})".splitlines()[0]) from None
-    try:
-        validate(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: metadata.run_config or overrides: {exc}") from None
-    return cfg
-
-
-@_owns_run_dir
+@owns_run_dir
 def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
                         overrides: list[str] | None = None, claim: Any = None) -> Path:
     """``duo eval CHECKPOINT``: score an agent or coordinator checkpoint on the splits."""
@@ -568,7 +395,7 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
     ckpt = load_policy_checkpoint(path)
     kind = ckpt.get("kind")
     if kind == "coord":
-        cfg = _coord_eval_config(cfg, ckpt, path, overrides)
+        cfg = coord_eval_config(cfg, ckpt, path, overrides)
     device = setup_torch(cfg)
     ev = cfg.evaluation
     splits = chosen_splits(cfg)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from rich.console import Console
+
+from duo_cli.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +170,64 @@ class RunDirClaim:
 def _stamp(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_mtime_ns, st.st_size
+
+
+def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
+    """The run dir: ``cfg.run_dir`` or a fresh timestamped one; refuses to clobber.
+
+    ``resume=true`` continues from ``last.pt``; without one it refuses unless the
+    dir is empty.  ``claim`` (a :class:`~duo_cli.run.RunDirClaim`) records what
+    this command creates, so a failure can remove it.
+    """
+    from duo_cli.checkpoint import TMP_SUFFIX, remove_stale_temp_files
+
+    if cfg.run_dir:
+        run_dir = Path(cfg.run_dir).expanduser()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"run_dir {run_dir} is a file, not a directory")
+        entries = sorted(p.name for p in run_dir.iterdir()
+                         if not p.name.endswith(TMP_SUFFIX)) if run_dir.is_dir() else []
+        if entries and not cfg.overwrite:
+            if not cfg.resume:
+                raise ConfigError(
+                    f"run dir {run_dir} exists and is not empty; pass resume=true or overwrite=true"
+                )
+            if "last.pt" not in entries:
+                shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+                raise ConfigError(
+                    f"resume=true, but run dir {run_dir} has no last.pt to resume from and is "
+                    f"not empty ({shown}); choose another run_dir (or overwrite=true)"
+                )
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{stamp}-{cfg.env.task}-{cfg.algorithm.name}"
+        run_dir = Path("runs") / command / name
+        i = 1
+        while run_dir.exists():
+            run_dir = Path("runs") / command / f"{name}-{i}"
+            i += 1
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create run dir {run_dir}: {exc.strerror or exc}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"run dir {run_dir} is not writable")
+    if claim is not None:
+        claim.take(run_dir, created)
+    remove_stale_temp_files(run_dir)  # left by a save that was killed
+    return run_dir
+
+
+def owns_run_dir(fn):
+    """Give ``fn`` a :class:`~duo_cli.run.RunDirClaim`; a failed call takes its files back."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        claim = RunDirClaim()
+        try:
+            return fn(*args, claim=claim, **kwargs)
+        except BaseException:
+            claim.undo()
+            raise
+
+    return wrapper
