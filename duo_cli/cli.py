@@ -33,6 +33,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _one_line(message: str) -> str:
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
+
+
 def _compose(overrides: list[str] | None, type_: str = "agent"):
     """Compose the primary config of ``--type`` (agent: config.yaml, coord: coord.yaml)."""
     from duo_cli.config import ConfigError, compose
@@ -42,7 +47,7 @@ def _compose(overrides: list[str] | None, type_: str = "agent"):
     try:
         return compose(list(overrides or []), "coord" if type_ == "coord" else "config")
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(_one_line(str(exc)))
 
 
 def _run(fn, *args, interrupt_hint: str = "re-run with resume=true and the same run_dir to continue"):
@@ -53,7 +58,10 @@ def _run(fn, *args, interrupt_hint: str = "re-run with resume=true and the same 
     try:
         return fn(*args)
     except (ConfigError, CheckpointError) as exc:
-        _fail(str(exc))
+        _fail(_one_line(str(exc)))
+    except OSError as exc:  # unwritable dir, disk full, ... (files it created are removed)
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot write{where}: {exc.strerror or _one_line(str(exc))}")
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {interrupt_hint}", err=True)
         raise typer.Exit(130) from None

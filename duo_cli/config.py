@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"bad override {ov!r}: expected key=value or group=option")
+        if not ov.lstrip("+~").partition("=")[0].strip():
+            raise ConfigError(f"bad override {ov!r}: the key before '=' is empty")
         grp = _group_of(ov)
         if grp is not None:
             group, value = grp
@@ -91,7 +95,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
             ) from None
         raise ConfigError(msg.splitlines()[0]) from None
     _check_types(cfg, overrides, config_name)
-    _check_values(cfg)
+    validate(cfg)
     return cfg
 
 
@@ -150,44 +154,87 @@ def _check_types(cfg: DictConfig, overrides: Sequence[str], config_name: str) ->
             )
 
 
-def _check_values(cfg: DictConfig) -> None:
-    """Value checks that need no env or model: split names, pools, cost weights."""
-    if cfg.type not in ("agent", "coord"):
-        raise ConfigError(f"unknown type {cfg.type!r}; valid choices: agent, coord")
-    coord = cfg.coordination
-    for key in ("expert_query_cost_weight", "switch_agent_cost_weight"):
-        if coord[key] < 0:
-            raise ConfigError(f"coordination.{key} must be >= 0, got {coord[key]}")
-    if coord.selection_split not in ("val_sim", "val_true"):
+def validate(cfg: DictConfig) -> None:
+    """Check every value once (types, ranges, finiteness, choices) before anything runs.
+
+    Called by :func:`compose` and on configs read from files (a coordinator's
+    ``run_config``): classes are looked up in :mod:`duo_cli.registry`, env
+    settings by the env module's ``validate`` hook, algorithm settings by the
+    algorithm class's ``validate_config``.
+
+    :raises ConfigError: one line naming the bad key, its value and what is valid.
+    """
+    _finite_everywhere(cfg, "")
+    if cfg.get("type") not in ("agent", "coord"):
+        raise ConfigError(f"unknown type {cfg.get('type')!r}; valid choices: agent, coord")
+    check_number(cfg, "seed", integer=True, low=0)
+    check_number(cfg, "torch_threads", integer=True, low=0)
+    device = cfg.get("device")
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", device):
+        raise ConfigError(f"unknown device {device!r}; valid choices: cpu, cuda, cuda:N, mps")
+    for key in ("resume", "overwrite", "tensorboard", "progress"):
+        check_bool(cfg, key)
+    run_dir = cfg.get("run_dir")
+    if run_dir is not None and (not isinstance(run_dir, str) or not run_dir.strip()):
+        raise ConfigError(f"bad value for run_dir: {run_dir!r}; expected a path or null")
+    _check_coordination(cfg)
+    _check_evaluation(cfg)
+    _check_env(cfg)
+    _check_classes(cfg)
+
+
+def _check_coordination(cfg: DictConfig) -> None:
+    for key in ("expert_query_cost_weight", "switch_agent_cost_weight", "temperature"):
+        check_number(cfg, f"coordination.{key}", low=0)
+    check_number(cfg, "coordination.base_penalty", low=0, low_open=True, nullable=True)
+    check_bool(cfg, "coordination.open_expert")
+    if cfg.coordination.selection_split not in ("val_sim", "val_true"):
         raise ConfigError(
-            f"coordination.selection_split {coord.selection_split!r} is not allowed; "
+            f"coordination.selection_split {cfg.coordination.selection_split!r} is not allowed; "
             "valid choices: val_sim, val_true (selection never uses test)"
         )
+    for role in ("novice", "expert", "sim_novice"):
+        path = OmegaConf.select(cfg, f"agents.{role}")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"bad value for agents.{role}: {path!r}; expected a checkpoint path")
+
+
+def _check_evaluation(cfg: DictConfig) -> None:
+    for key in ("num_episodes", "num_envs", "train_num_episodes"):
+        check_number(cfg, f"evaluation.{key}", integer=True, low=1)
+    check_number(cfg, "evaluation.temperature", low=0)
+    check_bool(cfg, "evaluation.write_bp")
+    split = cfg.get("split")
+    if split is not None and not isinstance(split, str | ListConfig):
+        raise ConfigError(f"bad value for split: {split!r}; expected a split name or a list")
     for split in chosen_splits(cfg) or []:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
     for key in ("splits", "train_splits"):
-        for split in cfg.evaluation[key]:
+        value = cfg.evaluation.get(key)
+        if not isinstance(value, ListConfig):
+            raise ConfigError(f"bad value for evaluation.{key}: {value!r}; expected a list")
+        for split in value:
             if split not in SPLITS:
                 raise ConfigError(
                     f"unknown split {split!r} in evaluation.{key}; valid choices: "
                     f"{', '.join(SPLITS)}"
                 )
-    env = cfg.env
-    if env.get("name") == "procgen":
-        from duo_cli.envs.procgen import DISTRIBUTION_MODES, PROCGEN_GAMES
 
-        if env.task not in PROCGEN_GAMES:
-            raise ConfigError(
-                f"unknown env.task {env.task!r}; valid choices: {', '.join(PROCGEN_GAMES)}"
-            )
-        for split in SPLITS:
-            mode = env[split].distribution_mode if split in env else None
-            if mode is not None and mode not in DISTRIBUTION_MODES:
-                raise ConfigError(
-                    f"unknown env.{split}.distribution_mode {mode!r}; valid choices: "
-                    f"{', '.join(DISTRIBUTION_MODES)}"
-                )
+
+def _check_env(cfg: DictConfig) -> None:
+    import inspect
+
+    from duo_cli.registry import resolve
+
+    env = cfg.get("env")
+    if not isinstance(env, DictConfig):
+        raise ConfigError(f"bad value for env: {env!r}; expected a mapping")
+    check_number(cfg, "env.num_envs", integer=True, low=1)
+    factory = resolve(env.get("_target_"), "env", "env._target_")
+    hook = getattr(inspect.getmodule(factory), "validate", None)
+    if hook is not None:
+        hook(env)  # the env module knows its tasks, modes and pool rules
     if "train" in env:
         train = env.train
         for split in SPLITS[1:]:
@@ -198,6 +245,78 @@ def _check_values(cfg: DictConfig) -> None:
                     f"[{env[split].start_level}, +{env[split].num_levels})); "
                     "choose disjoint start_level/num_levels"
                 )
+
+
+def _check_classes(cfg: DictConfig) -> None:
+    """``model``, ``policy`` and ``algorithm`` name known classes; the model's keys are declared."""
+    from duo_cli.registry import check_kwargs, params, resolve
+
+    for kind in ("model", "policy", "algorithm"):
+        if not isinstance(cfg.get(kind), DictConfig):
+            raise ConfigError(f"bad value for {kind}: {cfg.get(kind)!r}; expected a mapping")
+    model = resolve(cfg.model.get("_target_"), "model", "model._target_")
+    check_kwargs(model, {**params(cfg.model), "num_actions": 1}, "model")
+    resolve(cfg.policy.get("_target_"), "policy", "policy._target_")
+    algorithm = resolve(cfg.algorithm.get("_target_"), "algorithm", "algorithm._target_")
+    hook = getattr(algorithm, "validate_config", None)
+    if hook is not None:
+        hook(cfg.algorithm, num_envs=int(cfg.env.num_envs))
+
+
+def _finite_everywhere(node: Any, prefix: str) -> None:
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            _finite_everywhere(node.get(key), f"{prefix}{key}.")
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _finite_everywhere(item, f"{prefix[:-1]}[{i}].")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"bad value for {prefix[:-1]}: {node} is not a finite number")
+
+
+def check_number(cfg: Any, key: str, *, integer: bool = False, low: float | None = None,
+                 high: float | None = None, low_open: bool = False,
+                 nullable: bool = False, where: str = "") -> None:
+    """``cfg.<key>`` is a finite number (an int if ``integer``) within ``[low, high]``.
+
+    ``where`` prefixes the key in the message (``"env.train."``).
+    """
+    key_in, key = key, where + key
+    value = _get(cfg, key_in)
+    expected = "an int" if integer else "a number"
+    if value is None:
+        if nullable:
+            return
+        raise ConfigError(f"bad value for {key}: null; expected {expected}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            integer and not isinstance(value, int)):
+        raise ConfigError(f"bad value for {key}: {value!r} is {_type_name(value)}, expected {expected}")
+    if not math.isfinite(value):
+        raise ConfigError(f"bad value for {key}: {value} is not a finite number")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ConfigError(f"bad value for {key}: {value}; must be {'>' if low_open else '>='} {low}")
+    if high is not None and value > high:
+        raise ConfigError(f"bad value for {key}: {value}; must be <= {high}")
+
+
+def _get(cfg: Any, key: str) -> Any:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.select(cfg, key, default=None)
+    return cfg.get(key) if isinstance(cfg, Mapping) else None
+
+
+def check_bool(cfg: Any, key: str, where: str = "") -> None:
+    key_in, key = key, where + key
+    value = _get(cfg, key_in)
+    if not isinstance(value, bool):
+        raise ConfigError(f"bad value for {key}: {value!r}; expected true or false")
+
+
+def check_choice(cfg: Any, key: str, choices: Sequence[str], where: str = "") -> None:
+    key_in, key = key, where + key
+    value = _get(cfg, key_in)
+    if value not in choices:
+        raise ConfigError(f"unknown {key} {value!r}; valid choices: {', '.join(choices)}")
 
 
 def chosen_splits(cfg: DictConfig) -> list[str] | None:

@@ -11,7 +11,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from duo_cli.checks import (  # noqa: F401 (re-exported)
+    check_agent,
+    check_resume,
+    coord_eval_config,
+    env_spec,
+    load_params,
+    same_model,
+)
 from duo_cli.config import ConfigError, chosen_splits, resolve_path
+from duo_cli.run import make_run_dir, owns_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -22,27 +31,12 @@ def setup_torch(cfg: DictConfig):
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     torch.manual_seed(int(cfg.seed))
-    return torch.device(cfg.device)
-
-
-def make_run_dir(cfg: DictConfig, command: str) -> Path:
-    """The run dir: ``cfg.run_dir`` or a fresh timestamped one; refuses to clobber."""
-    if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        if run_dir.exists() and any(run_dir.iterdir()) and not (cfg.resume or cfg.overwrite):
-            raise ConfigError(
-                f"run dir {run_dir} exists and is not empty; pass resume=true or overwrite=true"
-            )
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}-{cfg.env.task}-{cfg.algorithm.name}"
-        run_dir = Path("runs") / command / name
-        i = 1
-        while run_dir.exists():
-            run_dir = Path("runs") / command / f"{name}-{i}"
-            i += 1
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r} is not available here (no CUDA); use device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {cfg.device!r} is not available here; use device=cpu")
+    return device
 
 
 def make_base_env(cfg: DictConfig, split: str, num_envs: int | None = None):
@@ -68,7 +62,7 @@ def build_agent(cfg: DictConfig, num_actions: int, device) -> Any:
     from duo_cli.registry import resolve
 
     model = build_model(cfg.model, num_actions=num_actions).to(device)
-    policy = resolve(cfg.policy._target_)(model, device=device)
+    policy = resolve(cfg.policy._target_, "policy", "policy._target_")(model, device=device)
     policy.kind = "agent"
     policy.config = {
         "policy": OmegaConf.to_container(cfg.policy, resolve=True),
@@ -108,9 +102,9 @@ def make_untrained_agents(directory: str | Path, task: str, hidden_dim: int = 32
 
 def load_agent(path: str | Path, device="cpu", bf16: bool | None = None) -> tuple[Any, dict]:
     """Rebuild an agent policy from a checkpoint file; returns ``(policy, checkpoint)``."""
-    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.checkpoint import load_policy_checkpoint
 
-    ckpt = load_checkpoint(resolve_path(path), map_location=device)
+    ckpt = load_policy_checkpoint(resolve_path(path), map_location=device)
     return agent_from_checkpoint(ckpt, device, bf16, name=str(path)), ckpt
 
 
@@ -125,9 +119,12 @@ def agent_from_checkpoint(ckpt: dict, device="cpu", bf16: bool | None = None,
     model_cfg = dict(conf["model"])
     if bf16 is not None:
         model_cfg["bf16"] = bf16
-    model = build_model(model_cfg, num_actions=conf["num_actions"]).to(device)
-    policy = resolve(conf["policy"]["_target_"])(model, device=device)
-    policy.set_params(ckpt["state_dict"])
+    # classes named in the file come from the closed set, with only declared arguments
+    model = build_model(model_cfg, where=f"{name}: config.model",
+                        num_actions=conf["num_actions"]).to(device)
+    cls = resolve(conf["policy"]["_target_"], "policy", f"{name}: config.policy._target_")
+    policy = cls(model, device=device)
+    load_params(policy, ckpt["state_dict"], name)
     policy.eval()
     policy.kind = "agent"
     policy.config = conf
@@ -155,15 +152,16 @@ def make_evaluators(cfg: DictConfig, splits, num_episodes: int, env_factory) -> 
     }
 
 
-def train_agent(cfg: DictConfig, console: Console) -> Path:
+@owns_run_dir
+def train_agent(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     """``duo train --type agent``: PPO on the train split, periodic held-out evaluation."""
     from duo_cli.registry import resolve
-    from duo_cli.run import write_json
+    from duo_cli.run import write_json, write_text
 
     device = setup_torch(cfg)
     init = _init_checkpoint(cfg)  # checked before anything is written
-    run_dir = make_run_dir(cfg, "agent")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    check_resume(cfg, "agent")
+    run_dir = make_run_dir(cfg, "agent", claim)
     console.print(f"[bold]training agent[/] on {cfg.env.task} "
                   f"({_difficulty(cfg.env.train)}) with {cfg.model.name}; run dir {run_dir}")
     env = make_base_env(cfg, "train")
@@ -172,6 +170,7 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
         lambda split, n: make_base_env(cfg, split, n),
     )
     policy = build_agent(cfg, int(env.single_action_space.n), device)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     metadata = {
         "env": {"name": cfg.env.name, "task": cfg.env.task,
                 "train": OmegaConf.to_container(cfg.env.train)},
@@ -180,11 +179,6 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     }
     if init is not None:
         path, ckpt = init
-        if int(ckpt["config"]["num_actions"]) != int(env.single_action_space.n):
-            raise ConfigError(
-                f"algorithm.init_from={path} has {ckpt['config']['num_actions']} actions; "
-                f"{cfg.env.task} has {env.single_action_space.n}"
-            )
         metadata["init_from"] = {
             "path": str(path), "global_step": ckpt.get("metadata", {}).get("global_step"),
         }
@@ -192,7 +186,7 @@ def train_agent(cfg: DictConfig, console: Console) -> Path:
     if init is not None and ctx.resume_checkpoint is None:  # on resume, last.pt's weights win
         policy.set_params(init[1]["state_dict"])
         console.print(f"weights initialised from {init[0]}")
-    algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
+    algorithm = resolve(cfg.algorithm._target_, "algorithm", "algorithm._target_")(cfg.algorithm, ctx)
     t0 = time.time()
     try:
         result = algorithm.train(policy, env, evaluators)
@@ -216,21 +210,18 @@ def _difficulty(split_cfg: DictConfig) -> str:
 
 def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
     """Load ``algorithm.init_from`` (an agent checkpoint to fine-tune), checking its model."""
-    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.checkpoint import load_policy_checkpoint
 
     init_from = cfg.algorithm.get("init_from")
     if not init_from:
         return None
     path = resolve_path(init_from)
-    ckpt = load_checkpoint(path)
-    _require_agent(ckpt, f"algorithm.init_from={init_from}")
-    theirs = {k: v for k, v in dict(ckpt["config"]["model"]).items() if k != "bf16"}
-    ours = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "bf16"}
-    if theirs != ours:
-        raise ConfigError(
-            f"algorithm.init_from={init_from} holds model {theirs.get('name')!r} {theirs}; "
-            f"this run builds {ours.get('name')!r} {ours} (choose model={theirs.get('name')})"
-        )
+    ckpt = load_policy_checkpoint(path)
+    name = f"algorithm.init_from={init_from}"
+    _require_agent(ckpt, name)
+    same_model(cfg, ckpt, name)
+    agent = agent_from_checkpoint(ckpt, "cpu", name=name)  # the weights fit the model
+    check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
     return path, ckpt
 
 
@@ -271,6 +262,8 @@ class CoordSetup:
         self.ckpts: dict[str, dict] = {}
         for role in ("sim_novice", "novice", "expert"):
             self.agents[role], self.ckpts[role] = load_agent(cfg.agents[role], device)
+            check_agent(self.agents[role], self.ckpts[role]["config"]["num_actions"], cfg,
+                        f"agents.{role}={cfg.agents[role]}")
         self.bp = base_penalty(cfg, self.ckpts["expert"])
 
     def env(self, split: str, num_envs: int, skyline: bool = False):
@@ -303,7 +296,8 @@ class CoordSetup:
 def build_coord_policy(cfg: DictConfig, env, device):
     from duo_cli.registry import resolve
 
-    return resolve(cfg.policy._target_)(cfg.policy, env, device=device, seed=int(cfg.seed))
+    cls = resolve(cfg.policy._target_, "policy", "policy._target_")
+    return cls(cfg.policy, env, device=device, seed=int(cfg.seed))
 
 
 def _coord_metadata(cfg: DictConfig, setup: CoordSetup) -> dict:
@@ -319,7 +313,8 @@ def _strip(result: dict) -> dict:
     return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
-def train_coord(cfg: DictConfig, console: Console) -> Path:
+@owns_run_dir
+def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     """``duo train --type coord``: fit/select a coordinator, then score the selection on test."""
     if cfg.coordination.get("alphas") is not None:
         from duo_cli.alpha_grid import train_coord_grid
@@ -327,13 +322,13 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
         return train_coord_grid(cfg, console)
     from duo_cli.checkpoint import load_checkpoint
     from duo_cli.registry import resolve
-    from duo_cli.run import write_json
+    from duo_cli.run import write_json, write_text
     from duo_cli.tables import print_eval_table
 
     device = setup_torch(cfg)
     setup = CoordSetup(cfg, device)  # checks agents and BP before anything is written
-    run_dir = make_run_dir(cfg, "coord")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    check_resume(cfg, "coord")
+    run_dir = make_run_dir(cfg, "coord", claim)
     skyline = bool(cfg.algorithm.get("skyline", False))
     selection = "val_true" if skyline else cfg.coordination.selection_split
     console.print(
@@ -348,8 +343,12 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
         cfg, [selection], ev_cfg.num_episodes, lambda s, n: setup.env(s, n)
     )
     policy = build_coord_policy(cfg, train_env, device)
+    if cfg.resume and (run_dir / "last.pt").is_file():  # its weights must fit, before any write
+        load_params(policy, load_checkpoint(run_dir / "last.pt")["state_dict"],
+                    str(run_dir / "last.pt"))
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     ctx = _context(cfg, run_dir, console, device, _coord_metadata(cfg, setup))
-    algorithm = resolve(cfg.algorithm._target_)(cfg.algorithm, ctx)
+    algorithm = resolve(cfg.algorithm._target_, "algorithm", "algorithm._target_")(cfg.algorithm, ctx)
     t0 = time.time()
     try:
         train_result = algorithm.train(policy, train_env, evaluators)
@@ -389,41 +388,37 @@ def train_coord(cfg: DictConfig, console: Console) -> Path:
 # -- evaluation ------------------------------------------------------------------------
 
 
+@owns_run_dir
 def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
-                        overrides: list[str] | None = None) -> Path:
+                        overrides: list[str] | None = None, claim: Any = None) -> Path:
     """``duo eval CHECKPOINT``: score an agent or coordinator checkpoint on the splits."""
-    from duo_cli.checkpoint import load_checkpoint
+    from duo_cli.checkpoint import load_policy_checkpoint
     from duo_cli.run import write_json
     from duo_cli.tables import print_eval_table
 
     path = resolve_path(checkpoint)
-    ckpt = load_checkpoint(path)
+    ckpt = load_policy_checkpoint(path)
     kind = ckpt.get("kind")
     if kind == "coord":
-        # a coordinator is scored in the setting it was trained in, plus any overrides
-        run_cfg = OmegaConf.create(ckpt["metadata"]["run_config"])
-        value_overrides = [o for o in (overrides or []) if "=" in o and "/" not in o.split("=")[0]]
-        cli_cfg = cfg
-        cfg = OmegaConf.merge(run_cfg, OmegaConf.from_dotlist(value_overrides))
-        for key in ("run_dir", "overwrite", "resume", "progress"):
-            cfg[key] = cli_cfg[key]
+        cfg = coord_eval_config(cfg, ckpt, path, overrides)
     device = setup_torch(cfg)
-    run_dir = make_run_dir(cfg, "eval")
     ev = cfg.evaluation
     splits = chosen_splits(cfg)
     if splits is None:
         splits = list(ev.splits) if kind == "agent" else [s for s in ev.splits if s != "train"]
     if kind == "agent":
         policy = agent_from_checkpoint(ckpt, device, name=str(path))
+        check_agent(policy, ckpt["config"]["num_actions"], cfg, str(path))
         evaluators = make_evaluators(cfg, splits, ev.num_episodes,
                                      lambda s, n: make_base_env(cfg, s, n))
     elif kind == "coord":
         setup = CoordSetup(cfg, device)
         evaluators = make_evaluators(cfg, splits, ev.num_episodes, lambda s, n: setup.env(s, n))
         policy = build_coord_policy(cfg, next(iter(evaluators.values())).env, device)
-        policy.set_params(ckpt["state_dict"])
+        load_params(policy, ckpt["state_dict"], str(path))
     else:
         raise ConfigError(f"{path}: unknown checkpoint kind {kind!r}; valid: agent, coord")
+    run_dir = make_run_dir(cfg, "eval", claim)  # everything checked: now write
     console.print(f"[bold]evaluating[/] {path} ({kind}) on {', '.join(splits)}: "
                   f"{ev.num_episodes} episodes each")
     results = {}

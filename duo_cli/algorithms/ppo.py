@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from duo_cli.algorithms.base import Algorithm
-from duo_cli.checkpoint import load_checkpoint, save_policy
+from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_policy
 from duo_cli.run import RunContext
 from duo_cli.tables import metrics_progress, print_eval_table
 
@@ -123,6 +123,37 @@ class PPO(Algorithm):
     def __init__(self, cfg: Mapping[str, Any], ctx: RunContext):
         super().__init__(cfg, ctx)
 
+    @staticmethod
+    def validate_config(cfg: Mapping[str, Any], num_envs: int = 1) -> None:
+        """Refuse bad PPO settings with one line before a rollout is spent (``ConfigError``)."""
+        from duo_cli.config import ConfigError, check_bool, check_number
+
+        w = "algorithm."
+        for key in ("total_timesteps", "num_steps", "num_minibatches", "update_epochs"):
+            check_number(cfg, key, integer=True, low=1, where=w)
+        for key in ("eval_every", "save_every", "snapshot_every"):
+            check_number(cfg, key, integer=True, low=0, nullable=True, where=w)
+        check_number(cfg, "chunk_size", integer=True, low=1, nullable=True, where=w)
+        check_number(cfg, "learning_rate", low=0, where=w)
+        check_number(cfg, "gamma", low=0, high=1, where=w)
+        check_number(cfg, "gae_lambda", low=0, high=1, where=w)
+        for key in ("clip_coef", "max_grad_norm"):
+            check_number(cfg, key, low=0, low_open=True, where=w)
+        for key in ("ent_coef", "vf_coef"):
+            check_number(cfg, key, low=0, where=w)
+        check_number(cfg, "target_kl", low=0, low_open=True, nullable=True, where=w)
+        for key in ("anneal_lr", "norm_adv", "clip_vloss", "normalize_reward"):
+            check_bool(cfg, key, where=w)
+        batch = int(num_envs) * int(cfg["num_steps"])
+        if int(cfg["num_minibatches"]) > batch:
+            raise ConfigError(
+                f"bad value for algorithm.num_minibatches: {cfg['num_minibatches']}; must be <= "
+                f"env.num_envs * algorithm.num_steps = {batch}"
+            )
+        init_from = cfg.get("init_from")
+        if init_from is not None and (not isinstance(init_from, str) or not init_from):
+            raise ConfigError(f"bad value for algorithm.init_from: {init_from!r}; expected a path")
+
     def train(self, policy: Any, env: Any, evaluators: Mapping[str, Any]) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
         device = ctx.device
@@ -156,17 +187,24 @@ class PPO(Algorithm):
         last_path = ctx.resume_checkpoint
         if last_path is not None:
             ckpt = load_checkpoint(last_path, map_location=device)
-            policy.set_params(ckpt["state_dict"])
-            train_state = ckpt["train_state"]
-            optimizer.load_state_dict(train_state["optimizer"])
-            if scaler is not None and "reward_scaler" in train_state:
-                scaler.load_state_dict(train_state["reward_scaler"])
-            torch.set_rng_state(train_state["torch_rng"])
-            state.update(
-                iteration=int(train_state["iteration"]),
-                global_step=int(train_state["global_step"]),
-                best=dict(train_state["best"]),
-            )
+            try:
+                policy.set_params(ckpt["state_dict"])
+                train_state = ckpt["train_state"]
+                optimizer.load_state_dict(train_state["optimizer"])
+                if scaler is not None and train_state.get("reward_scaler"):
+                    scaler.load_state_dict(train_state["reward_scaler"])
+                torch.set_rng_state(train_state["torch_rng"])
+                state.update(
+                    iteration=int(train_state["iteration"]),
+                    global_step=int(train_state["global_step"]),
+                    best=dict(train_state["best"]),
+                )
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise CheckpointError(
+                    f"cannot resume from {last_path}: it does not fit this run ({reason})"
+                ) from None
+            ctx.trim_metrics(state["global_step"])  # rows logged after last.pt was saved
             ctx.console.print(
                 f"resumed from {last_path} at step {state['global_step']:,} "
                 f"(iteration {state['iteration']})"
