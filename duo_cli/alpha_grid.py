@@ -16,6 +16,7 @@ Methods that learn (PPO, skyline) train once per α.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -133,12 +134,18 @@ def run_learned_grid(cfg: DictConfig, run_single, run_dir: Path) -> dict[str, An
     """
     per_alpha = []
     for alpha in [float(a) for a in cfg.coordination.alphas]:
+        sub_dir = run_dir / alpha_key(alpha)
+        done = sub_dir / "summary.json"
+        if done.is_file():  # finished before an interruption
+            per_alpha.append(json.loads(done.read_text()))
+            continue
         sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         with open_dict(sub):
             sub.coordination.alphas = None
             sub.coordination.expert_query_cost_weight = alpha
-            sub.run_dir = str(run_dir / alpha_key(alpha))
-            sub.resume = bool(cfg.resume) and (Path(sub.run_dir) / "last.pt").is_file()
+            sub.run_dir = str(sub_dir)
+            sub.resume = (sub_dir / "last.pt").is_file()
+            sub.overwrite = not sub.resume
         t0 = time.time()
         summary = run_single(sub)
         summary["wall_time_s"] = time.time() - t0
@@ -169,29 +176,32 @@ def _plain(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_coord_grid(cfg: DictConfig, console) -> Path:
-    """``duo train --type coord coordination.alphas=[...]``: one method over an α grid."""
+def train_coord_grid(cfg: DictConfig, console, claim: Any = None) -> Path:
+    """``duo train --type coord coordination.alphas=[...]``: one method over an α grid.
+
+    A failed selection job takes back what it wrote (``claim``); a learning job keeps its
+    per-α sub-runs, so re-running it resumes them.
+    """
     from duo_cli import experiment as ex
     from duo_cli.algorithms.search import CandidateSearch
     from duo_cli.checkpoint import save_policy
     from duo_cli.evaluator import Evaluator
     from duo_cli.registry import resolve
-    from duo_cli.run import write_json
+    from duo_cli.run import make_run_dir, write_json, write_text
 
     check_alphas(cfg.coordination.alphas)
     device = ex.setup_torch(cfg)
     setup = ex.CoordSetup(cfg, device)  # checks agents and BP before anything is written
     algo_cls = resolve(cfg.algorithm._target_)
-    run_dir = ex.make_run_dir(cfg, "coord")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    learned = not issubclass(algo_cls, CandidateSearch)
+    run_dir = make_run_dir(cfg, "coord", None if learned else claim)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     alphas = [float(a) for a in cfg.coordination.alphas]
     console.print(f"[bold]coordination[/] {cfg.algorithm.name} on {cfg.env.task} over alpha "
                   f"{', '.join(f'{a:g}' for a in alphas)} (BP={setup.bp:.4g}); run dir {run_dir}")
     t0 = time.time()
-    if not issubclass(algo_cls, CandidateSearch):
+    if learned:
         def single(sub: DictConfig) -> dict[str, Any]:
-            import json
-
             return json.loads((ex.train_coord(sub, console) / "summary.json").read_text())
 
         result = run_learned_grid(cfg, single, run_dir)

@@ -319,7 +319,7 @@ def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     if cfg.coordination.get("alphas") is not None:
         from duo_cli.alpha_grid import train_coord_grid
 
-        return train_coord_grid(cfg, console)
+        return train_coord_grid(cfg, console, claim)
     from duo_cli.checkpoint import load_checkpoint
     from duo_cli.registry import resolve
     from duo_cli.run import write_json, write_text
