@@ -355,7 +355,6 @@ def test_killed_client_episodes_are_reaped(coordinators, tmp_path):
     assert {r["status"] for r in recs} == {"abandoned"}
 
 
-@pytest.mark.slow
 def test_sigterm_drains_and_logs_episodes_in_flight(coordinators, tmp_path):
     run_dir = tmp_path / "served"
     proc = subprocess.Popen(

@@ -26,11 +26,13 @@ class MicroBatcher:
     :param max_batch: most items per call (1 = one call per request).
     :param max_wait_s: longest wait for expected items to join a batch.
     :param expected: how many more items may arrive soon (0 = do not wait).
-    :param executor: where ``fn`` runs (one worker keeps the models single-threaded).
+    :param executor: where ``fn`` runs; ``None``: in the event loop itself, which then parses
+        no request while a batch runs (they wait in the socket buffers and form the next
+        batch) but never fights a forward thread for the GIL.
     """
 
     def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], max_batch: int,
-                 max_wait_s: float, expected: Callable[[], int], executor: Executor):
+                 max_wait_s: float, expected: Callable[[], int], executor: Executor | None):
         self.fn = fn
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max(0.0, float(max_wait_s))
@@ -89,7 +91,11 @@ class MicroBatcher:
             self.batches += 1
             self.items += len(batch)
             self.max_seen = max(self.max_seen, len(batch))
-            results = await loop.run_in_executor(self.executor, self._call, [b[0] for b in batch])
+            items = [b[0] for b in batch]
+            if self.executor is None:
+                results = self._call(items)
+            else:
+                results = await loop.run_in_executor(self.executor, self._call, items)
             for (_, fut), res in zip(batch, results, strict=True):
                 if fut.done():
                     continue

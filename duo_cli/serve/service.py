@@ -36,11 +36,13 @@ class Limits:
     max_wait_ms: float = 2.0
     max_request_bytes: int = 1 << 20
     external_expert: bool = False
+    forward_thread: bool = False
 
     @classmethod
     def from_config(cls, s: Any) -> Limits:
         return cls(int(s.max_concurrent), float(s.episode_timeout_s), int(s.max_batch),
-                   float(s.max_wait_ms), int(s.max_request_bytes), s.expert == "external")
+                   float(s.max_wait_ms), int(s.max_request_bytes), s.expert == "external",
+                   bool(s.get("forward_thread", False)))
 
 
 class Service:
@@ -56,7 +58,8 @@ class Service:
         self.log = log
         self.limits = limits
         self.table = EpisodeTable(limits.max_concurrent)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duo-forward")
+        self.executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="duo-forward")
+                         if limits.forward_thread else None)
         self.batcher = MicroBatcher(self._forward, limits.max_batch, limits.max_wait_ms / 1000,
                                     self.table.ready_count, self.executor)
         self.meta = {"checkpoint": str(coordinator.path), "model_version": coordinator.version,
@@ -82,7 +85,8 @@ class Service:
         await self.batcher.stop()
         for ep in list(self.table.live.values()):
             self.log.append(self._close(ep, "interrupted", "server shutdown"))
-        self.executor.shutdown(wait=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
         self.log.close()
 
     async def _reap_forever(self) -> None:
