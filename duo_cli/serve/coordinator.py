@@ -80,8 +80,11 @@ class ServedCoordinator:
         setup = CoordSetup(cfg, device)
         env = setup.env("test", 1)  # spaces, agents and costs; no game is started
         self.novice, self.expert = env.novice, env.expert
-        self.novice.eval()
-        self.expert.eval()
+        bf16 = cfg.serve.get("bf16")
+        for agent in (self.novice, self.expert):
+            agent.eval()
+            if bf16 is not None and hasattr(agent.model, "bf16"):
+                agent.model.bf16 = bool(bf16)  # a deployment trade-off; changes numerics
         self.observation_space = env.base_env.single_observation_space
         self.num_actions = int(env.base_env.single_action_space.n)
         self.open_expert = bool(env.open_expert)
