@@ -105,6 +105,49 @@ def test_batcher_batches_concurrent_items_and_never_delays_a_lone_one():
     assert bad[0] == 6 and isinstance(bad[1], ValueError)  # the bad item fails alone
 
 
+def test_batcher_waits_boundedly_for_expected_items():
+    calls, others = [], {"n": 1}  # like EpisodeTable.ready_count: episodes that may still act
+
+    async def main():
+        b = MicroBatcher(lambda items: calls.append(list(items)) or list(items), max_batch=8,
+                         max_wait_s=0.3, expected=lambda: others["n"], executor=None)
+        b.start()
+
+        async def late():
+            await asyncio.sleep(0.05)
+            others["n"] = 0
+            return await b.submit("late")
+
+        t = time.perf_counter()
+        got = await asyncio.gather(b.submit("early"), late())
+        waited = time.perf_counter() - t
+        others["n"] = 1
+        t = time.perf_counter()
+        await b.submit("alone")  # another episode may act, but does not: the wait is bounded
+        bounded = time.perf_counter() - t
+        await b.stop()
+        return got, waited, bounded
+
+    got, waited, bounded = asyncio.run(main())
+    assert got == ["early", "late"] and calls[0] == ["early", "late"]  # one call for both
+    assert waited < 0.3 and 0.25 < bounded < 1.0
+
+
+def test_episode_log_survives_a_torn_last_line(tmp_path):
+    from duo_cli.serve.store import EpisodeLog
+
+    log = EpisodeLog(tmp_path / "episodes.jsonl")
+    for i in range(2):
+        log.append({"episode_id": str(i), "status": "ended", "return": 1.0, "base_return": 1.0,
+                    "length": 3, "expert_steps": 1, "switches": 0})
+    log.close()
+    with open(tmp_path / "episodes.jsonl", "a") as fh:
+        fh.write('{"episode_id": "2", "sta')  # a crash mid-write
+    recs = read_episodes(tmp_path)
+    assert [r["episode_id"] for r in recs] == ["0", "1"]
+    assert summarize_log(recs)["ended"]["expert_frac"] == pytest.approx(1 / 3)
+
+
 # -- the protocol -----------------------------------------------------------------------------
 
 def test_full_episode_protocol_and_log(coordinators, tmp_path):
@@ -199,6 +242,28 @@ def test_too_many_episodes_answer_429(coordinators, tmp_path):
         assert "too many" in r.json()["error"]
         duo.end_episode(first[0])
         assert duo.start_episode()
+
+
+def test_overload_refuses_the_excess_and_loses_no_accepted_step(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path, "serve.max_concurrent=4") as srv:
+        def player(i: int) -> str:
+            with DuoClient(srv.url) as duo:
+                try:
+                    eid = duo.start_episode(episode_id=f"p{i}")
+                except ServeError as exc:
+                    return str(exc.status)
+                for _ in range(5):
+                    duo.act(eid, OBS)
+                    duo.log_returns(eid, 1.0)
+                    time.sleep(0.01)
+                return "ok" if duo.end_episode(eid)["length"] == 5 else "short"
+
+        with ThreadPoolExecutor(8) as pool:  # 2x the limit at once
+            outcomes = list(pool.map(player, range(8)))
+        recs = read_episodes(srv.run_dir)
+    assert set(outcomes) <= {"ok", "429"} and "429" in outcomes and "ok" in outcomes
+    assert len(recs) == outcomes.count("ok")
+    assert all(r["length"] == 5 and r["base_return"] == 5.0 for r in recs)
 
 
 def test_abandoned_episodes_are_reaped_and_logged(coordinators, tmp_path):
