@@ -298,9 +298,14 @@ def test_malformed_requests_are_4xx_and_the_server_keeps_serving(coordinators, t
             (post(act, json={"observation": [[1, 2], [3]]}), 422),
             (post(act, json={"observation": np.full((64, 64, 3), 300).tolist()}), 422),
             (post(act, content=b'{"observation": NaN}'), 422),
+            (post(act, content=b"[" * 100_000), 400),
+            (post(act, json={"observation": [[[1, 2, "3"]] * 64] * 64}), 422),
+            (post(act, json={"observation": [[[True] * 3] * 64] * 64}), 422),
             (post(act, json={"observation": good, "obsrvation": 1}), 422),
             (post(f"/v1/episodes/{eid}/returns", json={"reward": "much"}), 422),
             (post(f"/v1/episodes/{eid}/returns", content=b'{"reward": Infinity}'), 422),
+            (post(f"/v1/episodes/{eid}/returns", json={"reward": 1.7e308}), 200),
+            (post(f"/v1/episodes/{eid}/returns", json={"reward": 1.7e308}), 422),
             (post("/v1/episodes/nope/act", json={"observation": good}), 404),
             (post("/v1/episodes", json={"episode_id": "a b/c"}), 422),
             (post("/v1/episodes", json={"episode_id": eid}), 409),
@@ -311,7 +316,7 @@ def test_malformed_requests_are_4xx_and_the_server_keeps_serving(coordinators, t
         for resp, status in cases:
             assert resp.status_code == status, (resp.status_code, resp.text)
             body = resp.json()
-            assert set(body) == {"error"} and "\n" not in body["error"]
+            assert status == 200 or (set(body) == {"error"} and "\n" not in body["error"])
         rng = np.random.default_rng(0)  # a little fuzzing: random bytes and JSON values
         for _ in range(40):
             junk = rng.choice([b"null", b"1", b"\"x\"", b"{\"observation\": {}}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -199,6 +200,8 @@ class Service:
             return replay
         ep.require(READY, AWAITING_EXPERT, call="returns")
         reward = wire.get_number(body, "reward")
+        if not math.isfinite(ep.base_return + reward):
+            raise wire.ApiError(422, f"reward {reward!r} would make the episode's return infinite")
         info = body.get("info")
         if info is not None and not isinstance(info, dict):
             raise wire.ApiError(422, f"field 'info' must be a JSON object, got {type(info).__name__}")

@@ -38,6 +38,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(body).__name__}")
     return body
@@ -108,8 +110,11 @@ def decode_observation(value: Any, space: Any) -> np.ndarray:
         arr = _decode_array(value, shape, dtype)
     elif isinstance(value, list):
         try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (ValueError, TypeError):
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "iuf":
+                raise TypeError(f"dtype {arr.dtype}")
+            arr = arr.astype(np.float64)
+        except (ValueError, TypeError, RecursionError):
             raise ApiError(422, f"observation lists must be rectangular numbers of shape "
                                 f"{list(shape)}") from None
         if arr.shape != shape:
