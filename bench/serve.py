@@ -15,7 +15,7 @@ sequentially, then 64 concurrent episodes (one thread each), in interleaved bloc
     serve_batching_speedup    serve_rps_64 / serve_rps_64_unbatched (target >= 3)
     serve_mean_batch_64       acts per forward with batching on
 
-    python bench/serve.py [--seconds 3] [--blocks 2]
+    python bench/serve.py [--seconds 2.5] [--blocks 2]
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def batch_stats(url: str) -> tuple[int, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--seconds", type=float, default=3.0, help="per measured block")
+    p.add_argument("--seconds", type=float, default=2.5, help="per measured block")
     p.add_argument("--blocks", type=int, default=2)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -246,22 +247,26 @@ def test_too_many_episodes_answer_429(coordinators, tmp_path):
 
 def test_overload_refuses_the_excess_and_loses_no_accepted_step(coordinators, tmp_path):
     with _server(coordinators["logit"], tmp_path, "serve.max_concurrent=4") as srv:
+        started, tried = threading.Barrier(8), threading.Barrier(8)
+
         def player(i: int) -> str:
             with DuoClient(srv.url) as duo:
+                started.wait()
                 try:
                     eid = duo.start_episode(episode_id=f"p{i}")
                 except ServeError as exc:
+                    tried.wait()
                     return str(exc.status)
+                tried.wait()  # all 8 have asked before any episode ends
                 for _ in range(5):
                     duo.act(eid, OBS)
                     duo.log_returns(eid, 1.0)
-                    time.sleep(0.01)
                 return "ok" if duo.end_episode(eid)["length"] == 5 else "short"
 
         with ThreadPoolExecutor(8) as pool:  # 2x the limit at once
             outcomes = list(pool.map(player, range(8)))
         recs = read_episodes(srv.run_dir)
-    assert set(outcomes) <= {"ok", "429"} and "429" in outcomes and "ok" in outcomes
+    assert sorted(outcomes) == ["429"] * 4 + ["ok"] * 4
     assert len(recs) == outcomes.count("ok")
     assert all(r["length"] == 5 and r["base_return"] == 5.0 for r in recs)
 
