@@ -451,16 +451,33 @@ def test_sigterm_drains_and_logs_episodes_in_flight(coordinators, tmp_path):
             for e in live:
                 duo.act(e, OBS)
                 duo.log_returns(e, 1.0)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+            busy, answered = duo.start_episode(episode_id="busy"), []
+
+            def spam() -> None:  # acts in flight while the server shuts down
+                with DuoClient(url, timeout=10) as c:
+                    try:
+                        while True:
+                            answered.append(c.act(busy, OBS)["step"])
+                    except Exception:  # refused or cut once the server is going
+                        return
+
+            spammer = threading.Thread(target=spam)
+            spammer.start()
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+            spammer.join(timeout=10)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert "stopped; 5 episodes" in out
+    assert "stopped; 6 episodes" in out
     recs = {r["episode_id"]: r for r in read_episodes(run_dir)}
     assert recs["done"]["status"] == "ended"
     for i in range(4):
         rec = recs[f"live{i}"]
         assert rec["status"] == "interrupted" and rec["length"] == 1 and rec["base_return"] == 1.0
+    # every answered act is in the log (at most one more: answered as the connection closed)
+    assert answered and recs["busy"]["status"] == "interrupted"
+    assert len(answered) <= recs["busy"]["length"] <= len(answered) + 1
     text = (run_dir / "episodes.jsonl").read_text()
-    assert text.endswith("\n") and len(text.splitlines()) == 5
+    assert text.endswith("\n") and len(text.splitlines()) == 6
