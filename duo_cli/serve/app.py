@@ -22,6 +22,37 @@ from duo_cli.serve.wire import ApiError, parse_body
 logger = logging.getLogger(__name__)
 
 
+class _Gate:
+    """Every request passes here: the bearer token (if any) and the body size limit."""
+
+    def __init__(self, token: str | None, limit: int):
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.limit = int(limit)
+
+    def guard(self, request: Request) -> None:
+        if self.expected is None:
+            return
+        got = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(got, self.expected):
+            raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The JSON object of a POST, read at most ``limit`` bytes far."""
+        self.guard(request)
+        limit = self.limit
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise ApiError(413, f"request body over serve.max_request_bytes={limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body over serve.max_request_bytes={limit}")
+            chunks.append(chunk)
+        return parse_body(b"".join(chunks))
+
+
 def create_app(service: Service, token: str | None = None) -> FastAPI:
     """The ASGI app; ``token`` (if set) is required as ``Authorization: Bearer <token>``."""
 
@@ -35,38 +66,17 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
 
     app = FastAPI(title="duo serve", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
-    expected = f"Bearer {token}".encode() if token else None
-    limit = service.limits.max_request_bytes
-
-    def guard(request: Request) -> None:
-        if expected is None:
-            return
-        got = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(got, expected):
-            raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'",
-                           headers={"WWW-Authenticate": "Bearer"})
-
-    async def body(request: Request) -> dict[str, Any]:
-        guard(request)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            raise ApiError(413, f"request body over serve.max_request_bytes={limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body over serve.max_request_bytes={limit}")
-            chunks.append(chunk)
-        return parse_body(b"".join(chunks))
+    gate = _Gate(token, service.limits.max_request_bytes)
+    body = gate.body
 
     @app.get("/v1/health")
     async def health(request: Request):
-        guard(request)
+        gate.guard(request)
         return service.health()
 
     @app.get("/metrics")
     async def metrics(request: Request):
-        guard(request)
+        gate.guard(request)
         return PlainTextResponse(service.metrics())
 
     @app.post("/v1/episodes")
@@ -88,6 +98,13 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
     @app.post("/v1/episodes/{episode_id}/end")
     async def end(episode_id: str, request: Request):
         return await service.end(episode_id, await body(request))
+
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": "<one line>"}``."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -115,5 +132,3 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
         line = " ".join(str(exc).split())[:200]
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {line}"},
                             status_code=500)
-
-    return app
