@@ -350,6 +350,7 @@ def test_token_required_off_loopback(coordinators, tmp_path, monkeypatch):
                 bad.start_episode()
         with DuoClient(srv.url, token=token) as duo:
             assert duo.health()["status"] == "ok"
+        assert token not in (srv.run_dir / "config.yaml").read_text()
 
 
 def test_serve_refuses_an_agent_checkpoint(tiny_agents):

@@ -79,7 +79,8 @@ def build(cli_cfg: DictConfig, checkpoint: str, overrides: list[str] | None):
     token = serve_token(cfg)
     coord = ServedCoordinator(cfg, ckpt, path)  # checks agents and BP before anything is written
     run_dir = new_run_dir(cfg)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    saved = OmegaConf.merge(cfg, {"serve": {"token": "<redacted>" if cfg.serve.token else None}})
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))  # never the secret
     service = Service(coord, EpisodeLog(run_dir / LOG_NAME), Limits.from_config(cfg.serve))
     service.run_dir = run_dir
     return cfg, service, create_app(service, token), token
