@@ -154,8 +154,12 @@ def bench_sweep() -> None:
         subprocess.run([sys.executable, str(script)], check=False)
 
 
+def bench_serve() -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "serve.py")], check=False)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    which = sys.argv[1:] or ["coord_env", "ppo", "eval", "minigrid", "sweep"]
+    which = sys.argv[1:] or ["coord_env", "ppo", "eval", "minigrid", "sweep", "serve"]
     for name in which:
         globals()[f"bench_{name}"]()

@@ -99,6 +99,38 @@ def eval_(
     console.print(f"run dir: {run_dir}", soft_wrap=True)
 
 
+@app.command()
+def serve(
+    checkpoint: Annotated[
+        str | None, typer.Argument(help="a coordinator checkpoint (.pt) to serve")
+    ] = None,
+    overrides: Overrides = None,
+    summarize: Annotated[
+        str | None, typer.Option("--summarize", help="print the table of a served episode log")
+    ] = None,
+) -> None:
+    """Serve a coordinator over HTTP to an application that owns the env loop."""
+    console = _console()
+    if summarize:
+        from duo_cli.serve.store import read_episodes, summarize_log
+        from duo_cli.tables import print_eval_table
+
+        try:
+            records = read_episodes(summarize)
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read episode log {summarize}: {exc}")
+        print_eval_table(console, summarize_log(records), title=f"served episodes: {summarize}")
+        return
+    if checkpoint is None:
+        _fail("missing CHECKPOINT: duo serve CHECKPOINT [serve.port=PORT] [overrides]")
+    cfg = _compose(overrides)
+    from duo_cli.serve import server
+
+    run_dir = _run(server.run, cfg, checkpoint, overrides, console,
+                   interrupt_hint="live episodes were logged as interrupted")
+    console.print(f"run dir: {run_dir}", soft_wrap=True)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sweep(
     overrides: Overrides = None,

@@ -1,0 +1,261 @@
+"""What ``duo serve`` does per call, independent of HTTP: episodes, batching, the log, reaping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from duo_cli.serve import wire
+from duo_cli.serve.batcher import MicroBatcher
+from duo_cli.serve.episodes import (
+    ACTING,
+    ACTORS,
+    APPLICATION,
+    AWAITING_EXPERT,
+    EXPERT,
+    READY,
+    Episode,
+    EpisodeTable,
+)
+from duo_cli.serve.store import EpisodeLog
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    """The ``serve`` config's limits."""
+
+    max_concurrent: int = 256
+    episode_timeout_s: float = 60.0
+    max_batch: int = 64
+    max_wait_ms: float = 2.0
+    max_request_bytes: int = 1 << 20
+    external_expert: bool = False
+    forward_thread: bool = False
+
+    @classmethod
+    def from_config(cls, s: Any) -> Limits:
+        return cls(int(s.max_concurrent), float(s.episode_timeout_s), int(s.max_batch),
+                   float(s.max_wait_ms), int(s.max_request_bytes), s.expert == "external",
+                   bool(s.get("forward_thread", False)))
+
+
+class Service:
+    """Serves one coordinator (:class:`~duo_cli.serve.coordinator.ServedCoordinator`).
+
+    :param coordinator: the loaded coordinator.
+    :param log: where finished episodes go.
+    :param limits: admission, time-out and batching limits.
+    """
+
+    def __init__(self, coordinator: Any, log: EpisodeLog, limits: Limits):
+        self.coord = coordinator
+        self.log = log
+        self.limits = limits
+        self.table = EpisodeTable(limits.max_concurrent)
+        self.executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="duo-forward")
+                         if limits.forward_thread else None)
+        self.batcher = MicroBatcher(self._forward, limits.max_batch, limits.max_wait_ms / 1000,
+                                    self.table.ready_count, self.executor)
+        self.meta = {"checkpoint": str(coordinator.path), "model_version": coordinator.version,
+                     "method": coordinator.method, "alpha": coordinator.alpha,
+                     "beta": coordinator.beta, "bp": coordinator.bp,
+                     "temperature": coordinator.temperature}
+        self.counts = {"episodes_started": 0, "episodes_ended": 0, "episodes_abandoned": 0,
+                       "episodes_interrupted": 0, "acts": 0, "expert_steps": 0, "cost": 0.0,
+                       "rejected_429": 0}
+        self.act_seconds: list[float] = []
+        self._reaper: asyncio.Task | None = None
+        self.started = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def startup(self) -> None:
+        self.batcher.start()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def shutdown(self) -> None:
+        """Answer queued acts, log every live episode as interrupted, close the log."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await self.batcher.stop()
+        for ep in list(self.table.live.values()):
+            self.log.append(self._close(ep, "interrupted", "server shutdown"))
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        self.log.close()
+
+    async def _reap_forever(self) -> None:
+        timeout = self.limits.episode_timeout_s
+        interval = min(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            for ep in self.table.idle(timeout):
+                logger.info("episode %s abandoned after %.0f s without a call", ep.episode_id,
+                            timeout)
+                record = self._close(ep, "abandoned", f"client time-out: no call for {timeout:g} s")
+                await asyncio.to_thread(self.log.append, record)
+
+    def _close(self, ep: Episode, status: str, reason: str) -> dict[str, Any]:
+        """Free the episode's state (in the event loop) and return its log record."""
+        self.table.remove(ep, status)
+        self.counts[f"episodes_{status}"] += 1
+        return ep.record(status, reason, self.meta)
+
+    # -- calls ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        c = self.coord
+        return {"status": "ok", **self.meta, "expert": "external" if self.limits.external_expert
+                else "model", "active_episodes": len(self.table.live),
+                "max_concurrent": self.limits.max_concurrent,
+                "open_expert": c.open_expert, "num_actions": c.num_actions,
+                "observation": {"shape": list(c.observation_space.shape),
+                                "dtype": str(c.observation_space.dtype)},
+                "uptime_s": time.time() - self.started}
+
+    def start_episode(self, body: dict[str, Any]) -> dict[str, Any]:
+        wire.check_keys(body, ("episode_id", "training_enabled", "expert"), "start_episode")
+        expert = wire.get_str(body, "expert", ("model", "external"))
+        external = self.limits.external_expert if expert is None else expert == "external"
+        try:
+            ep = self.table.start(wire.get_episode_id(body),
+                                  wire.get_bool(body, "training_enabled", True), external,
+                                  self.coord.episode_policy())
+        except wire.ApiError as exc:
+            if exc.status == 429:
+                self.counts["rejected_429"] += 1
+            raise
+        self.counts["episodes_started"] += 1
+        return {"episode_id": ep.episode_id, "expert": "external" if external else "model"}
+
+    async def act(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        wire.check_keys(body, ("observation", "request_id"), "act")
+        ep = self.table.get(episode_id)
+        replay = _replay(ep, "act", body)
+        if replay is not None:
+            return replay
+        ep.require(READY, call="act")
+        obs = wire.decode_observation(body.get("observation"), self.coord.observation_space)
+        ep.state = ACTING
+        ep.touch()
+        t0 = time.perf_counter()
+        try:
+            decision = await self.batcher.submit((obs, ep.policy, ep.external_expert))
+        finally:
+            ep.state = READY
+            ep.touch()
+        self.act_seconds.append(time.perf_counter() - t0)
+        if len(self.act_seconds) > 10_000:
+            del self.act_seconds[:5_000]
+        cost = ep.record_step(decision.actor, decision.action, decision.novice_action,
+                              self.coord.expert_cost, self.coord.switch_cost)
+        self.counts["acts"] += 1
+        self.counts["expert_steps"] += decision.actor == EXPERT
+        self.counts["cost"] += cost
+        if decision.actor == EXPERT and decision.action is None:
+            ep.state = AWAITING_EXPERT
+        out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": ACTORS[decision.actor],
+               "action": decision.action, "novice_action": decision.novice_action, "cost": cost}
+        _remember(ep, "act", body, out)
+        return out
+
+    def _forward(self, items: list[tuple]) -> list[Any]:
+        obs, policies, external = zip(*items, strict=True)
+        return self.coord.decide(list(obs), list(policies), list(external))
+
+    def log_action(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The external expert's action (after an act chose it), or an off-policy action."""
+        wire.check_keys(body, ("observation", "action", "request_id"), "log_action")
+        ep = self.table.get(episode_id)
+        replay = _replay(ep, "log_action", body)
+        if replay is not None:
+            return replay
+        ep.require(READY, AWAITING_EXPERT, call="log_action")
+        action = wire.get_action(body, self.coord.num_actions)
+        if body.get("observation") is not None:
+            wire.decode_observation(body["observation"], self.coord.observation_space)
+        ep.touch()
+        if ep.state == AWAITING_EXPERT:
+            ep.actions[-1] = action
+            ep.state = READY
+            out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": "expert",
+                   "action": action, "cost": ep.costs[-1]}
+        else:
+            ep.record_step(APPLICATION, action, None, 0.0, 0.0)
+            out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": "application",
+                   "action": action, "cost": 0.0}
+        _remember(ep, "log_action", body, out)
+        return out
+
+    def log_returns(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        wire.check_keys(body, ("reward", "info", "request_id"), "returns")
+        ep = self.table.get(episode_id)
+        replay = _replay(ep, "returns", body)
+        if replay is not None:
+            return replay
+        ep.require(READY, AWAITING_EXPERT, call="returns")
+        reward = wire.get_number(body, "reward")
+        if not math.isfinite(ep.base_return + reward):
+            raise wire.ApiError(422, f"reward {reward!r} would make the episode's return infinite")
+        info = body.get("info")
+        if info is not None and not isinstance(info, dict):
+            raise wire.ApiError(422, f"field 'info' must be a JSON object, got {type(info).__name__}")
+        ep.touch()
+        ep.add_reward(reward)
+        if info:
+            ep.info = info
+        out = {"episode_id": ep.episode_id, "base_return": ep.base_return}
+        _remember(ep, "returns", body, out)
+        return out
+
+    async def end(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        wire.check_keys(body, ("observation", "info"), "end")
+        ep = self.table.get(episode_id)
+        ep.require(READY, AWAITING_EXPERT, call="end")
+        if body.get("observation") is not None:
+            wire.decode_observation(body["observation"], self.coord.observation_space)
+        if isinstance(body.get("info"), dict):
+            ep.info = body["info"]
+        record = self._close(ep, "ended", "ended by the application")
+        await asyncio.to_thread(self.log.append, record)  # answered once it is on disk
+        return {**ep.summary(), "status": "ended"}
+
+    def metrics(self) -> str:
+        """Prometheus text format."""
+        b = self.batcher
+        lat = sorted(self.act_seconds)
+        lines = [f"duo_serve_{k}_total {v}" for k, v in self.counts.items()]
+        lines += [f"duo_serve_active_episodes {len(self.table.live)}",
+                  f"duo_serve_queue_depth {b.depth}",
+                  f"duo_serve_batches_total {b.batches}",
+                  f"duo_serve_batched_acts_total {b.items}",
+                  f"duo_serve_batch_size_max {b.max_seen}"]
+        for q in (0.5, 0.99):
+            if lat:
+                lines.append(f'duo_serve_act_seconds{{quantile="{q}"}} '
+                             f"{lat[min(len(lat) - 1, int(q * len(lat)))]:.6f}")
+        return "\n".join(lines) + "\n"
+
+
+def _replay(ep: Episode, call: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached answer when a call is retried with the same ``request_id``."""
+    rid = body.get("request_id")
+    if rid is None:
+        return None
+    if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+        raise wire.ApiError(422, "request_id must be a string of 1 to 128 characters")
+    last = ep.last_request
+    if last is not None and last[0] == call and last[1] == rid:
+        return last[2]
+    return None
+
+
+def _remember(ep: Episode, call: str, body: dict[str, Any], out: dict[str, Any]) -> None:
+    rid = body.get("request_id")
+    if rid is not None:
+        ep.last_request = (call, rid, out)

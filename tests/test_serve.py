@@ -1,0 +1,484 @@
+"""``duo serve``: a real uvicorn server on a free loopback port, driven by the httpx client."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from duo_cli.client import DuoClient, ServeError
+from duo_cli.config import ConfigError, compose
+from duo_cli.serve.batcher import MicroBatcher
+from duo_cli.serve.episodes import APPLICATION, EXPERT, NOVICE, Episode
+from duo_cli.serve.server import BackgroundServer
+from duo_cli.serve.store import read_episodes, summarize_log
+from duo_cli.serve.wire import encode_array
+
+REPO = Path(__file__).resolve().parents[1]
+OBS = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+@pytest.fixture(scope="session")
+def coordinators(tiny_agents, tmp_path_factory) -> dict[str, Path]:
+    """Trained tiny coordinator checkpoints: logit (stateless) and ask_every_k (stateful)."""
+    from duo_cli.experiment import train_coord
+
+    out = {}
+    root = tmp_path_factory.mktemp("coords")
+    for method, extra in (("logit", ["algorithm.fit_steps=8"]),
+                          ("ask_every_k", ["algorithm.candidates=[3]"])):
+        cfg = compose([*tiny_agents["overrides"], f"algorithm={method}",
+                       f"run_dir={root / method}", "coordination.switch_agent_cost_weight=0.5",
+                       *extra], "coord")
+        out[method] = train_coord(cfg, _quiet()) / "best_val_sim.pt"
+    return out
+
+
+def _server(ckpt: Path, tmp_path: Path, *overrides: str) -> BackgroundServer:
+    cli = compose(["serve.port=0", f"run_dir={tmp_path / 'serve'}", "torch_threads=1",
+                   *overrides])
+    return BackgroundServer(cli, str(ckpt), ["serve.port=0", "torch_threads=1", *overrides])
+
+
+# -- units: accounting and the batcher ----------------------------------------------------------
+
+def test_episode_accounting_by_hand():
+    ep = Episode("e", True, False)
+    # alpha*BP = 0.04, beta*BP = 0.05: novice, expert (switch), expert, novice (switch), app
+    costs = []
+    for actor, rewards in ((NOVICE, [1.0]), (EXPERT, []), (EXPERT, [2.0, 0.5]), (NOVICE, [])):
+        costs.append(ep.record_step(actor, 1, 1, 0.04, 0.05))
+        for r in rewards:  # rewards accumulate onto the latest step until the next one
+            ep.add_reward(r)
+    costs.append(ep.record_step(APPLICATION, 2, None, 0.04, 0.05))
+    assert costs == pytest.approx([0.0, 0.09, 0.04, 0.05, 0.0])
+    s = ep.summary()
+    assert s["length"] == 5 and s["expert_steps"] == 2 and s["switches"] == 2
+    assert s["cost"] == pytest.approx(0.18)
+    assert s["base_return"] == pytest.approx(3.5)
+    assert s["return"] == pytest.approx(3.5 - 0.18)
+    assert ep.rewards == [1.0, 0.0, 2.5, 0.0, 0.0]
+
+
+def test_batcher_batches_concurrent_items_and_never_delays_a_lone_one():
+    calls = []
+
+    def fn(items):
+        calls.append(list(items))
+        if "bad" in items:
+            raise ValueError("bad item")
+        time.sleep(0.02)
+        return [x * 2 for x in items]
+
+    async def main():
+        b = MicroBatcher(fn, max_batch=8, max_wait_s=0.5, expected=lambda: 0,
+                         executor=ThreadPoolExecutor(1))
+        b.start()
+        t = time.perf_counter()
+        assert await b.submit(1) == 2
+        lone = time.perf_counter() - t
+        many = await asyncio.gather(*(b.submit(i) for i in range(20)))
+        bad = await asyncio.gather(b.submit(3), b.submit("bad"), return_exceptions=True)
+        await b.stop()
+        return lone, many, bad, b
+
+    lone, many, bad, b = asyncio.run(main())
+    assert lone < 0.3  # expected() == 0: no wait window for a lone request
+    assert many == [2 * i for i in range(20)]
+    assert max(len(c) for c in calls) == 8 and b.max_seen == 8
+    assert bad[0] == 6 and isinstance(bad[1], ValueError)  # the bad item fails alone
+
+
+def test_batcher_waits_boundedly_for_expected_items():
+    calls, others = [], {"n": 1}  # like EpisodeTable.ready_count: episodes that may still act
+
+    async def main():
+        b = MicroBatcher(lambda items: calls.append(list(items)) or list(items), max_batch=8,
+                         max_wait_s=0.3, expected=lambda: others["n"], executor=None)
+        b.start()
+
+        async def late():
+            await asyncio.sleep(0.05)
+            others["n"] = 0
+            return await b.submit("late")
+
+        t = time.perf_counter()
+        got = await asyncio.gather(b.submit("early"), late())
+        waited = time.perf_counter() - t
+        others["n"] = 1
+        t = time.perf_counter()
+        await b.submit("alone")  # another episode may act, but does not: the wait is bounded
+        bounded = time.perf_counter() - t
+        await b.stop()
+        return got, waited, bounded
+
+    got, waited, bounded = asyncio.run(main())
+    assert got == ["early", "late"] and calls[0] == ["early", "late"]  # one call for both
+    assert waited < 0.3 and 0.25 < bounded < 1.0
+
+
+def test_episode_log_survives_a_torn_last_line(tmp_path):
+    from duo_cli.serve.store import EpisodeLog
+
+    log = EpisodeLog(tmp_path / "episodes.jsonl")
+    for i in range(2):
+        log.append({"episode_id": str(i), "status": "ended", "return": 1.0, "base_return": 1.0,
+                    "length": 3, "expert_steps": 1, "switches": 0})
+    log.close()
+    with open(tmp_path / "episodes.jsonl", "a") as fh:
+        fh.write('{"episode_id": "2", "sta')  # a crash mid-write
+    recs = read_episodes(tmp_path)
+    assert [r["episode_id"] for r in recs] == ["0", "1"]
+    assert summarize_log(recs)["ended"]["expert_frac"] == pytest.approx(1 / 3)
+
+
+# -- the protocol -----------------------------------------------------------------------------
+
+def test_full_episode_protocol_and_log(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path) as srv, DuoClient(srv.url) as duo:
+        h = duo.health()
+        assert h["status"] == "ok" and h["method"] == "logit" and h["active_episodes"] == 0
+        a_bp, b_bp = h["alpha"] * h["bp"], h["beta"] * h["bp"]
+        eid = duo.start_episode(episode_id="game-1", training_enabled=False)
+        assert eid == "game-1" and duo.health()["active_episodes"] == 1
+        rng = np.random.default_rng(1)
+        prev, total_cost, steps = None, 0.0, []
+        for t in range(12):
+            obs = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) if t % 2 else OBS.tolist()
+            step = duo.act(eid, obs)
+            assert step["step"] == t and step["actor"] in ("novice", "expert")
+            assert 0 <= step["action"] < 15 and 0 <= step["novice_action"] < 15
+            if step["actor"] == "novice":
+                assert step["action"] == step["novice_action"]
+            want = a_bp * (step["actor"] == "expert") + b_bp * (prev not in (None, step["actor"]))
+            assert step["cost"] == pytest.approx(want)
+            total_cost += want
+            prev = step["actor"]
+            steps.append(step)
+            duo.log_returns(eid, 0.5, info={"t": t})
+        res = duo.end_episode(eid)
+        assert res["status"] == "ended" and res["length"] == 12
+        assert res["base_return"] == pytest.approx(6.0)
+        assert res["cost"] == pytest.approx(total_cost)
+        assert res["return"] == pytest.approx(6.0 - total_cost)
+        assert res["expert_steps"] == sum(s["actor"] == "expert" for s in steps)
+        with pytest.raises(ServeError) as err:
+            duo.act(eid, OBS)
+        assert err.value.status == 410
+        run_dir = srv.run_dir
+    (rec,) = read_episodes(run_dir)
+    assert rec["episode_id"] == "game-1" and rec["status"] == "ended"
+    assert rec["training_enabled"] is False and rec["info"] == {"t": 11}
+    assert rec["steps"]["actor"] == [s["actor"] for s in steps]
+    assert rec["steps"]["action"] == [s["action"] for s in steps]
+    assert rec["model_version"] and rec["return"] == pytest.approx(res["return"])
+    table = summarize_log(read_episodes(run_dir))
+    assert table["ended"]["episodes"] == 1
+
+
+def test_external_expert_and_off_policy_actions(coordinators, tmp_path):
+    # ask_every_k (k=3) asks the expert at steps 0, 3, 6, ...
+    with _server(coordinators["ask_every_k"], tmp_path, "serve.expert=external") as srv, \
+            DuoClient(srv.url) as duo:
+        eid = duo.start_episode()
+        step = duo.act(eid, OBS)
+        assert step["actor"] == "expert" and step["action"] is None
+        with pytest.raises(ServeError) as err:
+            duo.act(eid, OBS)  # the application must report its expert's action first
+        assert err.value.status == 409 and "log_action" in err.value.message
+        duo.log_returns(eid, 1.0)
+        assert duo.log_action(eid, 4)["actor"] == "expert"
+        assert duo.act(eid, OBS)["actor"] == "novice"
+        off = duo.log_action(eid, 2, observation=OBS)  # the application acted itself
+        assert off["actor"] == "application" and off["cost"] == 0.0
+        with pytest.raises(ServeError) as err:
+            duo.log_action(eid, 99)
+        assert err.value.status == 422
+        # a model expert for this episode only
+        other = duo.start_episode(expert="model")
+        assert duo.act(other, OBS)["action"] is not None
+        res = duo.end_episode(eid)
+        assert res["length"] == 3 and res["expert_steps"] == 1 and res["application_steps"] == 1
+        run_dir = srv.run_dir
+    recs = {r["episode_id"]: r for r in read_episodes(run_dir)}
+    assert recs[eid]["steps"]["action"][:1] == [4]
+    assert recs[eid]["steps"]["actor"] == ["expert", "novice", "application"]
+    assert recs[other]["status"] == "interrupted"  # live at shutdown
+
+
+def test_request_id_makes_retries_safe(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path) as srv, DuoClient(srv.url) as duo:
+        eid = duo.start_episode()
+        a = duo.act(eid, OBS, request_id="r1")
+        assert duo.act(eid, OBS, request_id="r1") == a
+        duo.log_returns(eid, 1.0, request_id="r2")
+        duo.log_returns(eid, 1.0, request_id="r2")
+        res = duo.end_episode(eid)
+    assert res["length"] == 1 and res["base_return"] == pytest.approx(1.0)
+
+
+def test_too_many_episodes_answer_429(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path, "serve.max_concurrent=2") as srv, \
+            DuoClient(srv.url) as duo:
+        first = [duo.start_episode(), duo.start_episode()]
+        r = duo.http.post("/v1/episodes", json={})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert "too many" in r.json()["error"]
+        duo.end_episode(first[0])
+        assert duo.start_episode()
+
+
+def test_overload_refuses_the_excess_and_loses_no_accepted_step(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path, "serve.max_concurrent=4") as srv:
+        started, tried = threading.Barrier(8), threading.Barrier(8)
+
+        def player(i: int) -> str:
+            with DuoClient(srv.url) as duo:
+                started.wait()
+                try:
+                    eid = duo.start_episode(episode_id=f"p{i}")
+                except ServeError as exc:
+                    tried.wait()
+                    return str(exc.status)
+                tried.wait()  # all 8 have asked before any episode ends
+                for _ in range(5):
+                    duo.act(eid, OBS)
+                    duo.log_returns(eid, 1.0)
+                return "ok" if duo.end_episode(eid)["length"] == 5 else "short"
+
+        with ThreadPoolExecutor(8) as pool:  # 2x the limit at once
+            outcomes = list(pool.map(player, range(8)))
+        recs = read_episodes(srv.run_dir)
+    assert sorted(outcomes) == ["429"] * 4 + ["ok"] * 4
+    assert len(recs) == outcomes.count("ok")
+    assert all(r["length"] == 5 and r["base_return"] == 5.0 for r in recs)
+
+
+def test_abandoned_episodes_are_reaped_and_logged(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path, "serve.episode_timeout_s=0.4") as srv, \
+            DuoClient(srv.url) as duo:
+        eid = duo.start_episode()
+        duo.act(eid, OBS)
+        time.sleep(1.5)
+        assert duo.health()["active_episodes"] == 0
+        with pytest.raises(ServeError) as err:
+            duo.act(eid, OBS)
+        assert err.value.status == 410 and "abandoned" in err.value.message
+        (rec,) = read_episodes(srv.run_dir)
+    assert rec["status"] == "abandoned" and "time-out" in rec["reason"] and rec["length"] == 1
+
+
+def test_malformed_requests_are_4xx_and_the_server_keeps_serving(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path, "serve.max_request_bytes=200000") as srv, \
+            DuoClient(srv.url) as duo:
+        eid = duo.start_episode()
+        post = duo.http.post
+        act = f"/v1/episodes/{eid}/act"
+        good = encode_array(OBS)
+        cases = [
+            (post(act, content=b"{not json"), 400),
+            (post(act, content=b"[1, 2]"), 400),
+            (post(act, json={}), 422),
+            (post(act, json={"observation": {**good, "shape": [64, 64]}}), 422),
+            (post(act, json={"observation": {**good, "dtype": "float32"}}), 422),
+            (post(act, json={"observation": {**good, "data": "!!"}}), 422),
+            (post(act, json={"observation": {**good, "data": good["data"][:-8]}}), 422),
+            (post(act, json={"observation": [[1, 2], [3]]}), 422),
+            (post(act, json={"observation": np.full((64, 64, 3), 300).tolist()}), 422),
+            (post(act, content=b'{"observation": NaN}'), 422),
+            (post(act, content=b"[" * 100_000), 400),
+            (post(act, json={"observation": [[[1, 2, "3"]] * 64] * 64}), 422),
+            (post(act, json={"observation": [[[True] * 3] * 64] * 64}), 422),
+            (post(act, json={"observation": good, "obsrvation": 1}), 422),
+            (post(f"/v1/episodes/{eid}/returns", json={"reward": "much"}), 422),
+            (post(f"/v1/episodes/{eid}/returns", content=b'{"reward": Infinity}'), 422),
+            (post(f"/v1/episodes/{eid}/returns", json={"reward": 1.7e308}), 200),
+            (post(f"/v1/episodes/{eid}/returns", json={"reward": 1.7e308}), 422),
+            (post("/v1/episodes/nope/act", json={"observation": good}), 404),
+            (post("/v1/episodes", json={"episode_id": "a b/c"}), 422),
+            (post("/v1/episodes", json={"episode_id": eid}), 409),
+            (post("/v1/nowhere", json={}), 404),
+            (duo.http.get(act), 405),
+            (post(act, content=b"x" * 250_000), 413),
+        ]
+        for resp, status in cases:
+            assert resp.status_code == status, (resp.status_code, resp.text)
+            body = resp.json()
+            assert status == 200 or (set(body) == {"error"} and "\n" not in body["error"])
+        rng = np.random.default_rng(0)  # a little fuzzing: random bytes and JSON values
+        for _ in range(40):
+            junk = rng.choice([b"null", b"1", b"\"x\"", b"{\"observation\": {}}",
+                               bytes(rng.integers(0, 256, 30, dtype=np.uint8))])
+            path = rng.choice([act, "/v1/episodes", f"/v1/episodes/{eid}/end",
+                               f"/v1/episodes/{eid}/log_action"])
+            r = post(str(path), content=junk)
+            assert 400 <= r.status_code < 500 or r.status_code == 200, r.text
+        assert duo.health()["status"] == "ok"
+        assert duo.act(duo.start_episode(), OBS)["actor"] in ("novice", "expert")
+
+
+def test_token_required_off_loopback(coordinators, tmp_path, monkeypatch):
+    monkeypatch.delenv("DUO_SERVE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="not loopback"):
+        _server(coordinators["logit"], tmp_path, "serve.host=0.0.0.0")
+    token = "s3cret-token"
+    with _server(coordinators["logit"], tmp_path, "serve.host=0.0.0.0", f"serve.token={token}",
+                 "overwrite=true") as srv:
+        with DuoClient(srv.url) as anon:
+            with pytest.raises(ServeError) as err:
+                anon.health()
+            assert err.value.status == 401
+        with DuoClient(srv.url, token="wrong-token") as bad:
+            with pytest.raises(ServeError):
+                bad.start_episode()
+        with DuoClient(srv.url, token=token) as duo:
+            assert duo.health()["status"] == "ok"
+        assert token not in (srv.run_dir / "config.yaml").read_text()
+
+
+def test_serve_refuses_an_agent_checkpoint(tiny_agents):
+    from typer.testing import CliRunner
+
+    from duo_cli.cli import app
+
+    res = CliRunner().invoke(app, ["serve", str(tiny_agents["paths"]["novice"]), "serve.port=0"])
+    assert res.exit_code == 2
+    assert "coordinator checkpoint" in res.output and "Traceback" not in res.output
+
+
+# -- the contract: served episodes == duo eval -----------------------------------------------------
+
+def _example():
+    spec = importlib.util.spec_from_file_location("serve_procgen", REPO / "examples/serve_procgen.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("method", ["logit", "ask_every_k"])
+def test_served_episodes_match_duo_eval(method, coordinators, tmp_path):
+    from duo_cli.evaluator import summarize_episodes
+    from duo_cli.experiment import evaluate_checkpoint
+
+    greedy = ["coordination.temperature=0", "evaluation.temperature=0"]
+    eval_over = [*greedy, "split=test", f"run_dir={tmp_path / 'eval'}"]
+    run_dir = evaluate_checkpoint(compose(eval_over), str(coordinators[method]), _quiet(),
+                                  eval_over)
+    want = json.loads((run_dir / "summary.json").read_text())["test"]
+    with _server(coordinators[method], tmp_path, *greedy) as srv:
+        cfg = srv.cfg
+        n = min(int(cfg.evaluation.num_envs), int(cfg.evaluation.num_episodes))
+        records = asyncio.run(_example().play(srv.url, cfg.env.task, dict(cfg.env.test),
+                                              int(cfg.evaluation.num_episodes), n))
+        batches = srv.service.batcher
+        assert batches.max_seen > 1  # the games' acts were answered together
+    got = summarize_episodes(records, int(cfg.evaluation.num_episodes), 0)
+    assert got["rewards"] == pytest.approx(want["rewards"], abs=1e-5)
+    assert got["base_rewards"] == pytest.approx(want["base_rewards"], abs=1e-6)
+    for key in ("episode_length_mean", "episode_length_min", "episode_length_max",
+                "expert_frac", "switches_mean"):
+        assert got[key] == pytest.approx(want[key]), key
+
+
+# -- processes: a killed client, shutdown with episodes in flight ---------------------------------
+
+_CLIENT = """
+import sys, numpy as np
+from duo_cli.client import DuoClient
+duo = DuoClient(sys.argv[1])
+obs = np.zeros((64, 64, 3), np.uint8)
+for i in range(3):
+    e = duo.start_episode(episode_id=f"k{i}")
+    duo.act(e, obs)
+print("ready", flush=True)
+import time; time.sleep(60)
+"""
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def test_killed_client_episodes_are_reaped(coordinators, tmp_path):
+    with _server(coordinators["logit"], tmp_path, "serve.episode_timeout_s=0.5") as srv:
+        proc = subprocess.Popen([sys.executable, "-c", _CLIENT, srv.url], stdout=subprocess.PIPE,
+                                text=True, env=_env())
+        assert proc.stdout.readline().strip() == "ready"
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 10
+        while srv.service.table.live and time.time() < deadline:
+            time.sleep(0.1)
+        recs = read_episodes(srv.run_dir)
+    assert sorted(r["episode_id"] for r in recs) == ["k0", "k1", "k2"]
+    assert {r["status"] for r in recs} == {"abandoned"}
+
+
+def test_sigterm_drains_and_logs_episodes_in_flight(coordinators, tmp_path):
+    run_dir = tmp_path / "served"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duo_cli.cli", "serve", str(coordinators["ask_every_k"]),
+         "serve.port=0", f"run_dir={run_dir}", "torch_threads=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        url = None
+        for line in proc.stdout:
+            if line.startswith("serving on "):
+                url = line.split()[-1]
+                break
+        assert url and url.startswith("http://127.0.0.1:")
+        with DuoClient(url) as duo:
+            done = duo.start_episode(episode_id="done")
+            duo.act(done, OBS)
+            duo.end_episode(done)
+            live = [duo.start_episode(episode_id=f"live{i}") for i in range(4)]
+            for e in live:
+                duo.act(e, OBS)
+                duo.log_returns(e, 1.0)
+            busy, answered = duo.start_episode(episode_id="busy"), []
+
+            def spam() -> None:  # acts in flight while the server shuts down
+                with DuoClient(url, timeout=10) as c:
+                    try:
+                        while True:
+                            answered.append(c.act(busy, OBS)["step"])
+                    except Exception:  # refused or cut once the server is going
+                        return
+
+            spammer = threading.Thread(target=spam)
+            spammer.start()
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+            spammer.join(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped; 6 episodes" in out
+    recs = {r["episode_id"]: r for r in read_episodes(run_dir)}
+    assert recs["done"]["status"] == "ended"
+    for i in range(4):
+        rec = recs[f"live{i}"]
+        assert rec["status"] == "interrupted" and rec["length"] == 1 and rec["base_return"] == 1.0
+    # every answered act is in the log (at most one more: answered as the connection closed)
+    assert answered and recs["busy"]["status"] == "interrupted"
+    assert len(answered) <= recs["busy"]["length"] <= len(answered) + 1
+    text = (run_dir / "episodes.jsonl").read_text()
+    assert text.endswith("\n") and len(text.splitlines()) == 6
