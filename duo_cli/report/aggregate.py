@@ -10,6 +10,7 @@ task's levels is the ratio of AUCs; the reference is a fixed point estimate.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,10 +32,23 @@ def reference(result: Mapping[str, Any]) -> tuple[str, float] | None:
     return None
 
 
+def _detach_absl_stream() -> None:
+    """rliable imports absl, whose (unused) logging handler keeps the ``sys.stderr`` of
+    import time and closes it when a later ``logging.config.dictConfig`` (Hydra's, in the
+    next multirun of the same process) shuts handlers down; point it at the real stderr,
+    which it never closes."""
+    handler = getattr(sys.modules.get("absl.logging"), "_absl_handler", None)
+    python_handler = getattr(handler, "python_handler", None)
+    if python_handler is not None:
+        python_handler.stream = sys.__stderr__
+
+
 def _interval(scores: Mapping[str, np.ndarray], func, n_boot: int, seed: int):
     """rliable's stratified percentile bootstrap; numpy's global generator (which rliable
     draws from) is seeded for the call and restored afterwards."""
     from rliable import library
+
+    _detach_absl_stream()
 
     state = np.random.get_state()
     np.random.seed(seed)
