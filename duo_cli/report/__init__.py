@@ -1,5 +1,5 @@
 """The report of a cost sweep: statistics (:mod:`.stats`, :mod:`.summary`,
-:mod:`.aggregate`), console tables (:mod:`.tables`), plots (:mod:`.plots`) and
+:mod:`.across`), console tables (:mod:`.tables`), plots (:mod:`.plots`) and
 ``report.md`` (:mod:`.markdown`), computed from the jobs' results (:mod:`.records`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duo_cli.report import stats
-from duo_cli.report.aggregate import aggregate, count_wins
+from duo_cli.report.across import aggregate, count_wins
 from duo_cli.report.records import Point
 from duo_cli.report.summary import group_points, task_summary
 

@@ -66,9 +66,11 @@ def plot_task(path: Path, name: str, result: Mapping[str, Any]) -> Path:
 
 
 def plot_ratios(path: Path, summary: Mapping[str, Any]) -> Path | None:
-    """Grouped bars: per task, each method's AUC over the task's reference AUC."""
-    refs = summary["aggregate"]["references"]
-    tasks = [t for t, r in refs.items() if r]
+    """Grouped bars: per task, each method's AUC over the task's reference AUC (the plain
+    AUC for a task without a positive reference)."""
+    refs = {t: r or {"method": "none: AUC", "auc": 1.0}
+            for t, r in summary["aggregate"]["references"].items()}
+    tasks = list(refs)
     if not tasks:
         return None
     methods = sorted({m for t in tasks for m in summary["tasks"][t]["methods"]} - {SKYLINE})

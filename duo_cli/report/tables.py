@@ -37,9 +37,25 @@ def half(lo_hi: Sequence[float] | None) -> str:
     return "" if not lo_hi else f"±{num((lo_hi[1] - lo_hi[0]) / 2)}"
 
 
-def _table(title: str, caption: str | None = None) -> Table:
-    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False,
-                 title_justify="left", caption_justify="left", collapse_padding=True)
+class _Titled(Table):
+    """A table whose title and caption are printed as plain paragraphs around it (so
+    they wrap at the console width, not at the table's)."""
+
+    def __init__(self, title: str, caption: str | None) -> None:
+        super().__init__(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        self.heading, self.note = title, caption
+
+
+def _table(title: str, caption: str | None = None) -> _Titled:
+    return _Titled(title, caption)
+
+
+def _print(console: Console, table: _Titled) -> None:
+    console.print(table.heading, style="bold", highlight=False, overflow="fold")
+    console.print(table)
+    if table.note:
+        console.print(table.note, highlight=False, overflow="fold")
+    console.print()
 
 
 def _col(table: Table, name: str, right: bool = True) -> None:
@@ -67,7 +83,7 @@ def _alpha_tables(console: Console, name: str, result: Mapping[str, Any], what: 
         for m, v in ranked:
             by = {p["alpha"]: p for p in v["points"]}
             table.add_row(m, *[cell(by[a]) if a in by else "-" for a in part])
-        console.print(table)
+        _print(console, table)
 
 
 def print_task(console: Console, name: str, result: Mapping[str, Any]) -> None:
@@ -91,7 +107,7 @@ def print_task(console: Console, name: str, result: Mapping[str, Any]) -> None:
             row.append(f"{num(v.get('skyline_ratio'))} {ci(v.get('skyline_ratio_ci95'))}"
                        if "skyline_ratio" in v else "-")
         table.add_row(*row)
-    console.print(table)
+    _print(console, table)
     _comparisons(console, name, result)
 
 
@@ -114,7 +130,7 @@ def _comparisons(console: Console, name: str, result: Mapping[str, Any]) -> None
             cells.append(f"{who}{num(c['auc_diff'], signed=True)} {ci(c['auc_diff_ci95'])}\n"
                          f"P {num(c['prob_improvement'])}")
         table.add_row(m, *cells)
-    console.print(table)
+    _print(console, table)
 
 
 def print_aggregate(console: Console, summary: Mapping[str, Any]) -> None:
@@ -141,7 +157,7 @@ def print_aggregate(console: Console, summary: Mapping[str, Any]) -> None:
             num(p.get("always_novice", {}).get("value")),
             num(p.get("always_expert", {}).get("value")),
             f"{w['wins']} ({w['sole_wins']})" if w else "-")
-    console.print(table)
+    _print(console, table)
 
 
 def print_failed(console: Console, failed: Sequence[Mapping[str, Any]], label) -> None:
@@ -153,7 +169,7 @@ def print_failed(console: Console, failed: Sequence[Mapping[str, Any]], label) -
     for f in failed:
         table.add_row(str(f["job"] if f["job"] is not None else f["dir"]), f["status"],
                       label(f["overrides"]), f["error"] or "-")
-    console.print(table)
+    _print(console, table)
 
 
 def print_summary(console: Console, summary: Mapping[str, Any], label=" ".join) -> None:

@@ -94,7 +94,10 @@ def summarize(sweep_dir: Path, console, n_boot: int = stats.N_BOOT) -> dict[str,
         keys = varying_keys([j.overrides for j in jobs])
     tables.print_summary(console, summary, lambda overrides: _label(overrides, keys))
     console.print(f"wrote {', '.join([*REPORT_FILES, *(p.name for p in written)])}")
-    console.print(f"report: {sweep_dir / 'report.md'}", soft_wrap=True)
+    path = sweep_dir / "report.md"
+    if not path.is_absolute() or path.is_relative_to(Path.cwd()):
+        path = Path(os.path.relpath(path))
+    console.print(f"report: {path}", overflow="fold", highlight=False)
     return summary
 
 

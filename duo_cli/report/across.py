@@ -9,6 +9,7 @@ task's levels is the ratio of AUCs; the reference is a fixed point estimate.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Mapping
@@ -49,13 +50,16 @@ def _interval(scores: Mapping[str, np.ndarray], func, n_boot: int, seed: int):
     from rliable import library
 
     _detach_absl_stream()
-
+    absl_log = logging.getLogger("absl")  # rliable logs one INFO line per method
+    level = absl_log.level
+    absl_log.setLevel(logging.WARNING)
     state = np.random.get_state()
     np.random.seed(seed)
     try:
         return library.get_interval_estimates(dict(scores), func, reps=n_boot)
     finally:
         np.random.set_state(state)
+        absl_log.setLevel(level)
 
 
 def _columns(cols: list[np.ndarray]) -> np.ndarray:
