@@ -277,7 +277,7 @@ def test_basic_launcher_sweep_resume_and_summarize(tiny_agents, tmp_path):
 
     # --summarize re-renders from the job dirs
     (sweep_dir / "sweep_summary.json").unlink()
-    (sweep_dir / "sweep_plot.png").unlink()
+    (sweep_dir / "plot_summary.png").unlink()
     console = _console()
     assert sweep.summarize_dir(str(sweep_dir), console) == sweep_dir
     assert "always_novice" in _out(console)
