@@ -6,16 +6,20 @@ import csv
 import importlib.util
 import io
 import json
-import math
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import assert_one_line_error
 from rich.console import Console
 
 from duo_cli import sweep
 from duo_cli.config import ConfigError
+from duo_cli.report import stats
+from duo_cli.sweep import args as sweep_args
+from duo_cli.sweep import launch as sweep_launch
 
 ALPHAS = "coordination.expert_query_cost_weight=0,0.5"
 METHODS = "algorithm=always_novice,always_expert"
@@ -47,9 +51,11 @@ def _check_tiny_sweep(sweep_dir: Path) -> dict:
         assert (job / "summary.json").is_file()
         assert json.loads((job / "status.json").read_text())["status"] == "ok"
     assert (sweep_dir / "multirun.yaml").is_file()
-    assert (sweep_dir / "sweep_plot.png").stat().st_size > 1000
+    assert (sweep_dir / "plot_bossfight.png").stat().st_size > 1000
+    assert (sweep_dir / "plot_summary.png").stat().st_size > 1000
+    assert "## bossfight" in (sweep_dir / "report.md").read_text()
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
-    assert summary["jobs"] == {"total": 4, "ok": 4, "failed": 0, "incomplete": 0}
+    assert summary["jobs"] == {"total": 4, "ok": 4, "failed": 0, "invalid": 0, "incomplete": 0}
     group = summary["tasks"]["bossfight"]
     assert group["alphas"] == [0.0, 0.5]
     assert set(group["methods"]) == {"always_novice", "always_expert"}
@@ -58,56 +64,14 @@ def _check_tiny_sweep(sweep_dir: Path) -> dict:
         assert [p["alpha"] for p in m["points"]] == [0.0, 0.5]
         assert all(p["expert_frac"] == pytest.approx(frac) for p in m["points"])
         assert all(p["episodes"] == 4 for p in m["points"])
-        assert m["auc"] == pytest.approx(sweep.auc([0, 0.5], [p["reward_mean"] for p in m["points"]]))
+        assert m["auc"] == pytest.approx(stats.auc([0, 0.5], [p["reward_mean"] for p in m["points"]]))
         lo, hi = m["auc_ci95"]
         assert lo <= m["auc"] + 1e-9 and m["auc"] - 1e-9 <= hi
-    assert set(summary["methods"]) == {"always_novice", "always_expert"}
-    assert set(summary["methods"]["always_expert"]["per_alpha"]) == {"0", "0.5"}
+        assert m["paired"] and "always_novice" in m["comparisons"] or method == "always_novice"
+    assert set(summary["aggregate"]["methods"]) <= {"always_novice", "always_expert"}
     rows = list(csv.DictReader(open(sweep_dir / "sweep_summary.csv")))
     assert len(rows) == 4 and {r["method"] for r in rows} == {"always_novice", "always_expert"}
     return summary
-
-
-# -- AUC and bootstrap on hand-computed numbers -----------------------------------------------
-
-
-def test_auc_trapezoid_normalised_by_alpha_range():
-    assert sweep.auc([0, 0.5, 1.0], [1.0, 0.5, 0.0]) == pytest.approx(0.5)
-    # unsorted input, uneven spacing: (0.2*(2+1)/2 + 0.8*(1+1)/2) / 1.0
-    assert sweep.auc([1.0, 0, 0.2], [1.0, 2.0, 1.0]) == pytest.approx(1.1)
-    # range 0.2..0.6: (0.4*(1+3)/2) / 0.4 = 2, in reward units
-    assert sweep.auc([0.2, 0.6], [1.0, 3.0]) == pytest.approx(2.0)
-    assert sweep.auc([0.4], [3.5]) == 3.5  # one alpha: its reward
-    assert sweep.auc([0, 0.3, 1], [7, 7, 7]) == pytest.approx(7.0)
-    w = sweep.trapezoid_weights([0, 0.2, 1.0])
-    assert w == pytest.approx([0.1, 0.5, 0.4]) and w.sum() == pytest.approx(1.0)
-
-
-def test_bootstrap_auc_ci_hand_computed():
-    # constant episodes: every resample gives the same AUC
-    lo, hi = sweep.bootstrap_auc_ci([0, 1], [[2.0, 2.0, 2.0], [0.0, 0.0]])
-    assert (lo, hi) == (pytest.approx(1.0), pytest.approx(1.0))
-    # one alpha, episodes {0, 1}: resampled means 0, .5, 1 with p = 1/4, 1/2, 1/4,
-    # so the 2.5th percentile is 0 and the 97.5th is 1
-    assert sweep.bootstrap_auc_ci([0.3], [[0.0, 1.0]]) == (0.0, 1.0)
-    # two alphas [0, 1] with episodes {0, 1} and {1}: AUC = (m0 + 1) / 2 with
-    # m0 in {0, .5, 1} -> CI [0.5, 1.0]
-    assert sweep.bootstrap_auc_ci([0, 1], [[0.0, 1.0], [1.0]]) == (0.5, 1.0)
-    # fixed numpy seed: reproducible; another seed: (slightly) different
-    rng = np.random.default_rng(1)
-    eps = [rng.normal(1, 1, 50), rng.normal(0, 1, 50), rng.normal(-1, 1, 50)]
-    a = sweep.bootstrap_auc_ci([0, 0.5, 1], eps)
-    assert a == sweep.bootstrap_auc_ci([0, 0.5, 1], eps)
-    assert a != sweep.bootstrap_auc_ci([0, 0.5, 1], eps, seed=1)
-    point = sweep.auc([0, 0.5, 1], [e.mean() for e in eps])
-    assert a[0] < point < a[1]
-    # ~ normal theory: sd of the AUC = sqrt(sum w_i^2 var_i / n_i)
-    w = sweep.trapezoid_weights([0, 0.5, 1])
-    sd = math.sqrt(sum(wi**2 * e.var() / e.size for wi, e in zip(w, eps, strict=True)))
-    assert (a[1] - a[0]) / 2 == pytest.approx(1.96 * sd, rel=0.15)
-    # no episode rewards: the normal approximation of (mean, ci95) is used
-    lo, hi = sweep.bootstrap_auc_ci([0], [[]], fallback=[(1.0, 0.196)])
-    assert lo == pytest.approx(0.804, abs=0.03) and hi == pytest.approx(1.196, abs=0.03)
 
 
 def _fake(task, method, alpha, seed, rewards, frac, beta=0.0):
@@ -116,44 +80,6 @@ def _fake(task, method, alpha, seed, rewards, frac, beta=0.0):
             "test": {"reward_mean": float(r.mean()), "reward_ci95": 0.0,
                      "base_reward_mean": float(r.mean()), "expert_frac": frac,
                      "episodes": r.size, "rewards": r.tolist()}}
-
-
-def test_aggregate_seeds_skyline_ratio_and_wins():
-    runs = []
-    for seed, shift in ((1, 0.0), (2, 1.0)):
-        runs += [
-            _fake("coinrun", "random", 0.0, seed, [2 + shift, 4 + shift], 0.5),
-            _fake("coinrun", "random", 1.0, seed, [0 + shift, 2 + shift], 0.3),
-            _fake("coinrun", "logit", 0.0, seed, [5, 5], 0.6),
-            _fake("coinrun", "logit", 1.0, seed, [1, 1], 0.2),
-            _fake("coinrun", "skyline", 0.0, seed, [8, 8], 0.9),
-            _fake("coinrun", "skyline", 1.0, seed, [4, 4], 0.4),
-            _fake("bossfight", "random", 0.0, seed, [1, 1], 0.1),
-            _fake("bossfight", "logit", 0.0, seed, [0, 0], 0.1),
-        ]
-    tasks = sweep.aggregate(runs)
-    assert set(tasks) == {"coinrun", "bossfight"}
-    coin = tasks["coinrun"]["methods"]
-    p0 = coin["random"]["points"][0]
-    assert p0["alpha"] == 0.0 and p0["seeds"] == [1, 2] and p0["episodes"] == 4
-    assert p0["reward_mean"] == pytest.approx(3.5)  # mean of seed means 3 and 4
-    assert p0["expert_frac"] == pytest.approx(0.5)
-    assert p0["reward_ci95"] == pytest.approx(1.96 * np.std([2, 4, 3, 5], ddof=1) / 2)
-    assert coin["random"]["auc"] == pytest.approx((3.5 + 1.5) / 2)
-    assert coin["logit"]["auc"] == pytest.approx(3.0)
-    assert coin["skyline"]["auc"] == pytest.approx(6.0)
-    assert coin["random"]["skyline_ratio"] == pytest.approx(2.5 / 6)
-    assert coin["logit"]["skyline_ratio"] == pytest.approx(0.5)
-    assert coin["skyline"]["skyline_ratio"] == pytest.approx(1.0)
-    assert tasks["coinrun"]["winners"] == ["logit"]  # the skyline is the reference, not a rival
-    assert tasks["bossfight"]["winners"] == ["random"]
-    assert "skyline_ratio" not in tasks["bossfight"]["methods"]["random"]
-    # one alpha: the AUC is that reward
-    assert tasks["bossfight"]["methods"]["random"]["auc"] == pytest.approx(1.0)
-    # several betas: one group per task and beta
-    split = sweep.aggregate([_fake("coinrun", "random", 0.0, 1, [1], 0.1, beta=0.0),
-                             _fake("coinrun", "random", 0.0, 1, [2], 0.1, beta=0.5)])
-    assert set(split) == {"coinrun beta=0", "coinrun beta=0.5"}
 
 
 def _fake_sweep_dir(root: Path) -> Path:
@@ -185,9 +111,10 @@ def _fake_sweep_dir(root: Path) -> Path:
 def test_summarize_dir_tables_files_and_failures(tmp_path):
     sweep_dir = _fake_sweep_dir(tmp_path / "sw")
     console = _console()
-    assert sweep.summarize_dir(sweep_dir, console) == sweep_dir
+    with pytest.raises(sweep.JobsFailed, match="1 of 13 job"):
+        sweep.summarize_dir(sweep_dir, console)
     out = _out(console)
-    assert "coinrun" in out and "bossfight" in out and "AUC" in out and "wins" in out
+    assert "AUC" in out and "wins" in out
     assert "CheckpointError: checkpoint not found: /missing.pt" in out
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert summary["jobs"]["failed"] == 1 and summary["jobs"]["ok"] == 12
@@ -199,12 +126,14 @@ def test_summarize_dir_tables_files_and_failures(tmp_path):
     assert coin["random"]["auc_ci95"] == [pytest.approx(2.0), pytest.approx(2.0)]
     # random and logit tie at AUC 2 in both tasks: both win; the skyline is no contender
     assert summary["tasks"]["coinrun"]["winners"] == ["logit", "random"]
-    assert summary["wins"] == {"logit": 2, "random": 2, "skyline": 0}
-    assert summary["methods"]["random"]["per_alpha"]["1"]["reward_mean"] == pytest.approx(1.0)
+    assert {m: w["wins"] for m, w in summary["wins"].items()} == {"logit": 2, "random": 2}
+    assert coin["random"]["points"][1]["reward_mean"] == pytest.approx(1.0)
     rows = list(csv.DictReader(open(sweep_dir / "sweep_summary.csv")))
     assert len(rows) == 2 * 3 * 2
-    for name in ("sweep_plot.png", "sweep_plot_coinrun.png", "sweep_plot_bossfight.png"):
+    for name in ("plot_summary.png", "plot_coinrun.png", "plot_bossfight.png"):
         assert (sweep_dir / name).stat().st_size > 1000
+    report = (sweep_dir / "report.md").read_text()
+    assert "## coinrun" in report and "![coinrun](plot_coinrun.png)" in report
 
 
 def test_summarize_dir_rejects_non_sweeps(tmp_path):
@@ -212,6 +141,46 @@ def test_summarize_dir_rejects_non_sweeps(tmp_path):
         sweep.summarize_dir(tmp_path / "nope", _console())
     with pytest.raises(ConfigError, match="no Hydra jobs"):
         sweep.summarize_dir(tmp_path, _console())
+
+
+def test_summarize_refuses_bad_summaries_with_one_line(tmp_path):
+    sweep_dir = _fake_sweep_dir(tmp_path / "sw")
+    for num, summary in ((13, {"method": "random", "alpha": 0.0, "beta": 0.0, "seed": 0,
+                                "test": {"reward_mean": 1.0}}),
+                         (14, {**_fake("coinrun", "random", 0.0, 1, [1.0], 0.1), "alpha": "abc"})):
+        (sweep_dir / str(num) / ".hydra").mkdir(parents=True)
+        (sweep_dir / str(num) / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+        (sweep_dir / str(num) / "summary.json").write_text(json.dumps(summary))
+    (sweep_dir / "15" / ".hydra").mkdir(parents=True)
+    (sweep_dir / "15" / "summary.json").write_text("{not json")
+    console = _console()
+    with pytest.raises(sweep.JobsFailed, match="4 of 16 job"):
+        sweep.summarize_dir(sweep_dir, console)
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert set(summary["tasks"]) == {"coinrun", "bossfight"}  # no task "?"
+    bad = {f["job"]: f for f in summary["failed_jobs"] if f["status"] == "invalid"}
+    assert bad[13]["error"] == "bad summary.json: missing key 'task'"
+    assert bad[14]["error"] == "bad summary.json: alpha 'abc' is not a number"
+    assert bad[15]["error"].startswith("summary.json is not valid JSON")
+    assert "missing key 'task'" in _out(console)
+
+
+def test_benchmark_suites_are_sweeper_params():
+    assert sweep.validate(["benchmark=minigrid"]) == 3 * 7 * 6
+    assert sweep.validate(["benchmark=procgen_coinrun"]) == 6 * 6
+    # a command-line override of a suite key replaces its values, in place
+    merged = [o.input_line for o in sweep.sweep_overrides(
+        ["benchmark=minigrid", "algorithm=random,logit", "seed=0,1", "evaluation.num_envs=4"])]
+    assert merged[:5] == ["env.task=DistShift,DoorKey,LavaGap", "algorithm=random,logit",
+                          "coordination.expert_query_cost_weight=0,0.2,0.4,0.6,0.8,1.0",
+                          "coordination.switch_agent_cost_weight=0", "seed=0,1"]
+    assert sweep.validate(["benchmark=minigrid", "algorithm=random,logit", "seed=0,1"]) == 3 * 2 * 6 * 2
+    from duo_cli.config import compose
+
+    cfg = compose(["benchmark=minigrid"], "coord")
+    assert cfg.env.name == "minigrid" and cfg.model.name == "grid_cnn"
+    with pytest.raises(ConfigError, match="nosuch"):
+        sweep.validate(["benchmark=minigrid", "algorithm=nosuch"])
 
 
 # -- command line handling ---------------------------------------------------------------------
@@ -237,14 +206,14 @@ def test_parse_args_flags_and_reserved_keys():
 
 def test_missing_or_unknown_launcher(monkeypatch):
     with pytest.raises(ConfigError, match="valid choices: basic, joblib"):
-        sweep._check_launcher("nope")
-    sweep._check_launcher("basic")
-    sweep._check_launcher("joblib")
+        sweep_args._check_launcher("nope")
+    sweep_args._check_launcher("basic")
+    sweep_args._check_launcher("joblib")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if "ray" in name else real(name, *a))
     with pytest.raises(ConfigError) as info:
-        sweep._check_launcher("ray")
+        sweep_args._check_launcher("ray")
     assert str(info.value) == "hydra/launcher=ray needs the ray extra: pip install 'duo-cli[ray]'"
 
 
@@ -271,10 +240,10 @@ def test_existing_sweep_dir_is_refused(tiny_agents, tmp_path):
 
 def test_default_sweep_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = sweep._new_sweep_dir()
+    first = sweep_launch._new_sweep_dir()
     assert re.fullmatch(r"runs/sweep/\d{8}-\d{6}", first.as_posix())
     first.mkdir(parents=True)
-    assert sweep._new_sweep_dir() != first
+    assert sweep_launch._new_sweep_dir() != first
 
 
 # -- real sweeps -------------------------------------------------------------------------------
@@ -308,7 +277,7 @@ def test_basic_launcher_sweep_resume_and_summarize(tiny_agents, tmp_path):
 
     # --summarize re-renders from the job dirs
     (sweep_dir / "sweep_summary.json").unlink()
-    (sweep_dir / "sweep_plot.png").unlink()
+    (sweep_dir / "plot_summary.png").unlink()
     console = _console()
     assert sweep.summarize_dir(str(sweep_dir), console) == sweep_dir
     assert "always_novice" in _out(console)
@@ -321,19 +290,22 @@ def test_failing_job_does_not_stop_the_sweep(tiny_agents, tmp_path, capsys):
     missing = tmp_path / "missing_expert.pt"
     overrides = [o for o in tiny_agents["overrides"] if not o.startswith("agents.expert=")]
     console = _console()
-    sweep.run_sweep(["coordination.expert_query_cost_weight=0.5", "algorithm=always_expert",
-                     f"agents.expert={good},{missing}", *overrides,
-                     f"hydra.sweep.dir={sweep_dir}"], console)
+    with pytest.raises(sweep.JobsFailed) as info:  # exit code 2 through the CLI
+        sweep.run_sweep(["coordination.expert_query_cost_weight=0.5", "algorithm=always_expert",
+                         f"agents.expert={good},{missing}", *overrides,
+                         f"hydra.sweep.dir={sweep_dir}"], console)
+    assert str(info.value).startswith("1 of 2 job(s) without a result")
+    assert "sweep.resume=true" in str(info.value) and "\n" not in str(info.value)
     assert "Traceback" not in capsys.readouterr().out
     error = (sweep_dir / "1" / "error.txt").read_text()
     assert error.splitlines()[0].startswith("CheckpointError:") and "missing_expert.pt" in error
     assert "Traceback" in error
     assert json.loads((sweep_dir / "1" / "status.json").read_text())["status"] == "failed"
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
-    assert summary["jobs"] == {"total": 2, "ok": 1, "failed": 1, "incomplete": 0}
+    assert summary["jobs"] == {"total": 2, "ok": 1, "failed": 1, "invalid": 0, "incomplete": 0}
     assert summary["failed_jobs"][0]["job"] == 1
     assert "missing_expert.pt" in summary["failed_jobs"][0]["error"]
-    assert set(summary["methods"]) == {"always_expert"}
+    assert set(summary["tasks"]["bossfight"]["methods"]) == {"always_expert"}
     out = _out(console)
     assert "1 job(s) without a result" in out and "missing_expert.pt" in out
 
@@ -346,6 +318,37 @@ def test_failing_job_does_not_stop_the_sweep(tiny_agents, tmp_path, capsys):
     assert not (sweep_dir / "1" / "error.txt").exists()
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert summary["jobs"]["ok"] == 2 and summary["failed_jobs"] == []
+
+
+SUITE = ["benchmark=procgen_coinrun", "algorithm=always_novice,always_expert",
+         "coordination.expert_query_cost_weight=0,0.5"]
+
+
+def _numbers(summary: dict) -> dict:
+    """The summary's numbers (not its paths), for comparing two launchers."""
+    return {"tasks": summary["tasks"], "aggregate": summary["aggregate"],
+            "wins": summary["wins"], "jobs": summary["jobs"]}
+
+
+@pytest.mark.slow
+def test_suite_sweep_with_the_basic_and_ray_launchers(tiny_agents, tmp_path):
+    """A small suite (a command line override narrows it) runs unchanged on a local Ray
+    instance (loopback only) and gives the same summary numbers as the basic launcher."""
+    base = [*SUITE, *tiny_agents["overrides"]]  # env.task=bossfight replaces the suite's
+    sweep.run_sweep([*base, f"hydra.sweep.dir={tmp_path / 'basic'}"], _console())
+    basic = _check_tiny_sweep(tmp_path / "basic")
+    # the suite's env.task sweep was replaced by the single env.task=bossfight
+    assert sweep.swept_keys(tmp_path / "basic") == {"algorithm",
+                                                    "coordination.expert_query_cost_weight"}
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+        pytest.skip("needs the ray launcher (pip install -e '.[dev]')")
+    sweep.run_sweep([*base, f"hydra.sweep.dir={tmp_path / 'ray'}", "hydra/launcher=ray",
+                     "+hydra.launcher.ray.init.num_cpus=2",
+                     "+hydra.launcher.ray.init.include_dashboard=false",
+                     "+hydra.launcher.ray.init._node_ip_address=127.0.0.1"], _console())
+    ray_summary = _check_tiny_sweep(tmp_path / "ray")
+    assert "hydra/launcher: ray" in (tmp_path / "ray" / "0" / ".hydra" / "hydra.yaml").read_text()
+    assert _numbers(ray_summary) == _numbers(basic)
 
 
 @pytest.mark.slow
@@ -370,20 +373,35 @@ def test_submitit_local_launcher_sweep(tiny_agents, tmp_path):
 # -- through the real command line -------------------------------------------------------------
 
 
+def _duo80(*args: str):
+    import subprocess
+
+    from test_cli import REPO, _duo_cmd
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "80"}
+    env.pop("DUO_CONF_DIR", None)
+    return subprocess.run([*_duo_cmd(), *args], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env=env)
+
+
 @pytest.mark.slow
-def test_cli_summarize_and_one_line_errors(tmp_path):
-    from test_cli import assert_one_line_error, duo
+def test_cli_summarize_fits_80_columns_and_one_line_errors(tmp_path):
+    from test_cli import duo
 
     sweep_dir = _fake_sweep_dir(tmp_path / "sw")
-    proc = duo("sweep", "--summarize", str(sweep_dir))
-    assert proc.returncode == 0, proc.stderr
-    assert "AUC" in proc.stdout and "missing.pt" in proc.stdout
-    assert proc.stdout.strip().splitlines()[-1] == f"sweep dir: {sweep_dir}"
-    assert (sweep_dir / "sweep_summary.json").is_file()
+    proc = _duo80("sweep", "--summarize", str(sweep_dir))
+    # a job without a result: the tables and files, then exit 2 with one line
+    line = assert_one_line_error(proc, "1 of 13 job(s)", str(sweep_dir))
+    assert "AUC" in proc.stdout and "missing.pt" in proc.stdout and "across 2 tasks" in proc.stdout
+    assert "…" not in proc.stdout and "…" not in line
+    too_long = [x for x in proc.stdout.splitlines() if len(x) > 80]
+    assert not too_long, too_long
+    assert (sweep_dir / "sweep_summary.json").is_file() and (sweep_dir / "report.md").is_file()
     assert_one_line_error(duo("sweep", "algorithm=random,nosuch", f"hydra.sweep.dir={tmp_path}/x"),
                           "nosuch", "logit")
     assert_one_line_error(duo("sweep", "seed=1,2", f"hydra.sweep.dir={sweep_dir}"),
                           "sweep.resume=true")
+    assert_one_line_error(duo("sweep", "benchmark=nosuch"), "nosuch", "minigrid")
     if importlib.util.find_spec("ray") is None:
         assert_one_line_error(duo("sweep", "seed=1,2", "hydra/launcher=ray"),
                               "pip install 'duo-cli[ray]'")

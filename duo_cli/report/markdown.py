@@ -1,0 +1,101 @@
+"""``report.md``: the sweep's tables (full CIs, no width limit), definitions and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from duo_cli.report.tables import ci, num
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _task(name: str, r: Mapping[str, Any], plot: str | None) -> list[str]:
+    ranked = sorted(r["methods"].items(), key=lambda kv: -kv[1]["auc"])
+    alphas = r["alphas"]
+    out = [f"## {name}", ""]
+    rows = []
+    for m, v in ranked:
+        by = {p["alpha"]: p for p in v["points"]}
+        rows.append([m, *(f"{num(by[a]['reward_mean'])} {ci(by[a]['reward_ci95'])} "
+                          f"(exp {num(by[a]['expert_frac'])})" if a in by else "-"
+                          for a in alphas)])
+    out += ["Test reward [95% CI] (expert fraction) per alpha:", ""]
+    out += _table(["method", *(f"α={a:g}" for a in alphas)], rows)
+    has_sky = any("skyline_ratio" in v for v in r["methods"].values())
+    rows = []
+    for m, v in ranked:
+        row = [m + (" **(winner)**" if m in r["winners"] else ""),
+               f"{num(v['auc'])} {ci(v['auc_ci95'])}",
+               f"{num(v['auc_area'])} {ci(v['auc_area_ci95'])}",
+               " ".join(map(str, v["seeds"])) or "-", str(v["episodes_per_seed"])]
+        if has_sky:
+            row.append(f"{num(v.get('skyline_ratio'))} {ci(v.get('skyline_ratio_ci95'))}")
+        rows.append(row)
+    out += _table(["method", "AUC [95% CI]", "area [95% CI]", "seeds", "levels/seed",
+                   *(["AUC / skyline [95% CI]"] if has_sky else [])], rows)
+    rows = []
+    for m, v in ranked:
+        for b, c in v.get("comparisons", {}).items():
+            rows.append([m, f"{b} ({', '.join(c['roles'])})",
+                         f"{num(c['auc_diff'], signed=True)} {ci(c['auc_diff_ci95'])}",
+                         f"{num(c['prob_improvement'])} {ci(c['prob_improvement_ci95'])}"])
+    out += ["Paired comparisons:", ""]
+    out += _table(["method", "vs", "AUC difference [95% CI]", "P(improvement) [95% CI]"], rows)
+    out += [f"Winner(s): {', '.join(r['winners']) or '-'}; best non-learned baseline: "
+            f"{r['best_baseline'] or '-'}.", ""]
+    notes = [f"{m}: {n}" for m, v in ranked for n in v.get("notes", [])]
+    out += [f"- {n}" for n in notes] + ([""] if notes else [])
+    if plot:
+        out += [f"![{name}]({plot})", ""]
+    return out
+
+
+def _aggregate(summary: Mapping[str, Any]) -> list[str]:
+    agg, wins = summary["aggregate"], summary["wins"]
+    refs = ", ".join(f"{t}: {r['method']} ({num(r['auc'])})" if r else f"{t}: none"
+                     for t, r in agg["references"].items())
+    rows = []
+    for m in sorted(set(agg["methods"]) | set(wins)):
+        a = agg["methods"].get(m, {})
+        p = a.get("prob_improvement", {})
+        w = wins.get(m, {"wins": 0, "sole_wins": 0, "tasks_won": []})
+        rows.append([m, f"{num(a.get('iqm'))} {ci(a.get('iqm_ci95'))}",
+                     f"{num(a.get('mean'))} {ci(a.get('mean_ci95'))}",
+                     *(f"{num(p[b]['value'])} {ci(p[b]['ci95'])}" if b in p else "-"
+                       for b in ("always_novice", "always_expert")),
+                     f"{w['wins']} ({w['sole_wins']} alone)",
+                     ", ".join(w["tasks_won"]) or "-"])
+    return ["## Across tasks", "", f"References: {refs}.", "",
+            *_table(["method", "IQM [95% CI]", "mean [95% CI]", "P > always_novice",
+                     "P > always_expert", "wins", "tasks won"], rows)]
+
+
+def write_report(path: Path, summary: Mapping[str, Any], plots: Mapping[str, str]) -> Path:
+    """Write ``report.md`` atomically; ``plots`` maps a task (or ``"summary"``) to its PNG."""
+    jobs = summary["jobs"]
+    lines = ["# duo sweep report", "", f"Sweep dir: `{summary['sweep_dir']}`. Jobs: "
+             + ", ".join(f"{n} {k}" for k, n in jobs.items()) + ".", "", "## Definitions", ""]
+    lines += [f"- **{k}**: {v}" for k, v in summary["definitions"].items()] + [""]
+    for name, r in summary["tasks"].items():
+        lines += _task(name, r, plots.get(name))
+    if summary["tasks"]:
+        lines += _aggregate(summary)
+        if "summary" in plots:
+            lines += [f"![ratio to the reference per task]({plots['summary']})", ""]
+    if summary["failed_jobs"]:
+        lines += ["## Jobs without a result", ""]
+        lines += _table(["job", "status", "overrides", "error"], [
+            [str(f["job"]), f["status"], " ".join(f["overrides"]), f["error"] or "-"]
+            for f in summary["failed_jobs"]])
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path

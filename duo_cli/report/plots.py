@@ -1,0 +1,111 @@
+"""PNG plots of a sweep summary: per task (reward vs alpha with CIs, expert fraction vs
+alpha, reward vs expert fraction) and one figure across tasks (ratio to the skyline, or
+to the task's reference, per task and method, with 95% CIs)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duo_cli.report.summary import SKYLINE
+
+
+def safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(path)
+    return path
+
+
+def _nan(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) else np.nan
+
+
+def plot_task(path: Path, name: str, result: Mapping[str, Any]) -> Path:
+    fig = _figure(15, 4.3)
+    ax_r, ax_e, ax_x = fig.subplots(1, 3)
+    for method, m in result["methods"].items():
+        pts = m["points"]
+        a = np.array([p["alpha"] for p in pts])
+        r = np.array([_nan(p["reward_mean"]) for p in pts])
+        lo = np.array([_nan((p["reward_ci95"] or [np.nan])[0]) for p in pts])
+        hi = np.array([_nan((p["reward_ci95"] or [np.nan, np.nan])[1]) for p in pts])
+        e = np.array([_nan(p["expert_frac"]) for p in pts])
+        style = "--" if method == SKYLINE else "-"
+        line, = ax_r.plot(a, r, style, marker="o", label=f"{method} (AUC {m['auc']:.3g})")
+        ax_r.fill_between(a, lo, hi, alpha=0.2, color=line.get_color())
+        ax_e.plot(a, e, style, marker="o", color=line.get_color())
+        ax_x.plot(e, r, style, marker="o", color=line.get_color())
+    ax_r.set(title=f"{name}: test reward (95% CI)", xlabel="alpha (expert query cost weight)",
+             ylabel="test reward")
+    ax_e.set(title="expert fraction", xlabel="alpha", ylabel="fraction of steps by the expert",
+             ylim=(-0.03, 1.03))
+    ax_x.set(title="reward vs expert fraction (one point per alpha)",
+             xlabel="fraction of steps by the expert", ylabel="test reward", xlim=(-0.03, 1.03))
+    ax_r.legend(fontsize=7)
+    for ax in (ax_r, ax_e, ax_x):
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_ratios(path: Path, summary: Mapping[str, Any]) -> Path | None:
+    """Grouped bars: per task, each method's AUC over the task's reference AUC (the plain
+    AUC for a task without a positive reference)."""
+    refs = {t: r or {"method": "none: AUC", "auc": 1.0}
+            for t, r in summary["aggregate"]["references"].items()}
+    tasks = list(refs)
+    if not tasks:
+        return None
+    methods = sorted({m for t in tasks for m in summary["tasks"][t]["methods"]} - {SKYLINE})
+    if not methods:
+        return None
+    fig = _figure(max(6.0, 1.2 * len(tasks) * max(1, len(methods)) / 3 + 3), 4.5)
+    ax = fig.subplots()
+    width = 0.8 / len(methods)
+    x = np.arange(len(tasks))
+    for i, m in enumerate(methods):
+        vals, err = [], [[], []]
+        for t in tasks:
+            ref = refs[t]["auc"]
+            v = summary["tasks"][t]["methods"].get(m)
+            val = np.nan if v is None else v["auc"] / ref
+            ci = None if v is None or not v["auc_ci95"] else [c / ref for c in v["auc_ci95"]]
+            if v is not None and refs[t]["method"] == SKYLINE and v.get("skyline_ratio_ci95"):
+                val, ci = v["skyline_ratio"], v["skyline_ratio_ci95"]
+            vals.append(val)
+            err[0].append(0 if ci is None else max(val - ci[0], 0))
+            err[1].append(0 if ci is None else max(ci[1] - val, 0))
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, yerr=err, capsize=2,
+               label=m)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks(x, [f"{t}\n(/{refs[t]['method']})" for t in tasks])
+    ax.set_ylabel("AUC / reference AUC (95% CI)")
+    ax.set_title("ratio to the skyline (or to the best single agent) per task and method")
+    ax.legend(fontsize=7, ncols=min(4, len(methods)))
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def plot_all(sweep_dir: Path, summary: Mapping[str, Any]) -> list[Path]:
+    """``plot_<task>.png`` per task and ``plot_summary.png``; returns the paths written."""
+    out = [plot_task(sweep_dir / f"plot_{safe(name)}.png", name, result)
+           for name, result in summary["tasks"].items()]
+    ratios = plot_ratios(sweep_dir / "plot_summary.png", summary)
+    return out + ([ratios] if ratios else [])

@@ -1,0 +1,126 @@
+"""Sweep summaries from fake job results: AUC, paired comparisons, winners, skyline
+ratios, the across-task aggregate, several seeds, per_alpha summaries and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from duo_cli import report
+from duo_cli.report.records import SummaryError, read_points
+
+ALPHAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def fake(task, method, alpha, seed, rewards, frac=0.0, beta=0.0, learned=False):
+    r = np.asarray(rewards, dtype=float)
+    return {"method": method, "task": task, "alpha": alpha, "beta": beta, "seed": seed,
+            "train": {"global_step": 10} if learned else {"best": {}},
+            "test": {"reward_mean": float(r.mean()), "reward_ci95": 0.0,
+                     "base_reward_mean": float(r.mean()), "expert_frac": frac,
+                     "episodes": r.size, "rewards": r.tolist(), "base_rewards": r.tolist()}}
+
+
+def points(summaries):
+    return [p for s in summaries for p in read_points(s)]
+
+
+def test_always_novice_auc_ci_matches_its_per_alpha_ci():
+    levels = np.random.default_rng(0).choice([0.0, 10.0], size=128)
+    built = report.build(points(fake("coinrun", "always_novice", a, 0, levels)
+                                for a in ALPHAS))
+    m = built["tasks"]["coinrun"]["methods"]["always_novice"]
+    assert m["paired"] and m["auc"] == pytest.approx(levels.mean())
+    auc_half = (m["auc_ci95"][1] - m["auc_ci95"][0]) / 2
+    for p in m["points"]:
+        half = (p["reward_ci95"][1] - p["reward_ci95"][0]) / 2
+        assert auc_half == pytest.approx(half, rel=0.2)
+    assert m["auc_area"] == pytest.approx(m["auc"])  # alpha range 1
+
+
+def _suite():
+    rng = np.random.default_rng(1)
+    nov = rng.choice([0.0, 1.0], size=64)
+    exp = np.ones(64)
+    runs = []
+    for task, shift in (("A", 0.0), ("B", 0.5)):
+        for a in (0.0, 1.0):
+            runs += [fake(task, "always_novice", a, 0, nov),
+                     fake(task, "always_expert", a, 0, exp - a * 0.8, 1.0),
+                     fake(task, "logit", a, 0, np.maximum(nov, exp - a) + shift, 0.5),
+                     fake(task, "logit_twin", a, 0, np.maximum(nov, exp - a) + shift, 0.5),
+                     fake(task, "skyline", a, 0, exp + 1, 0.5, learned=True)]
+    return runs
+
+
+def test_comparisons_winners_skyline_and_aggregate():
+    built = report.build(points(_suite()))
+    a = built["tasks"]["A"]
+    logit = a["methods"]["logit"]
+    # logit >= novice on every level -> positive difference, P(improvement) > 1/2
+    c = logit["comparisons"]["always_novice"]
+    assert c["roles"] == ["always_novice"] and c["paired"]
+    assert c["auc_diff"] == pytest.approx(logit["auc"] - a["methods"]["always_novice"]["auc"])
+    assert c["auc_diff_ci95"][0] > 0 and c["prob_improvement"] > 0.5
+    assert "always_expert" in logit["comparisons"]
+    # identical twins tie (paired CI of the difference is [0, 0]); the skyline is no rival
+    assert a["winners"] == ["logit", "logit_twin"]
+    assert a["best_baseline"] == "logit"  # highest AUC among the non-learned methods
+    assert logit["comparisons"]["logit_twin"]["roles"] == ["best_baseline"]
+    twin = logit["comparisons"]["logit_twin"]
+    assert twin["auc_diff"] == 0 and twin["prob_improvement"] == 0.5
+    # ratio to the skyline: paired, and equal to the ratio of AUCs
+    sky = a["methods"]["skyline"]["auc"]
+    assert logit["skyline_ratio"] == pytest.approx(logit["auc"] / sky)
+    lo, hi = logit["skyline_ratio_ci95"]
+    assert lo <= logit["skyline_ratio"] <= hi
+    assert a["methods"]["skyline"]["learned"] and not logit["learned"]
+    # across tasks: references, IQM / mean of AUC / skyline AUC, P(improvement), wins
+    agg = built["aggregate"]
+    assert agg["references"]["A"]["method"] == "skyline"
+    lm = agg["methods"]["logit"]
+    ratio_b = built["tasks"]["B"]["methods"]["logit"]["skyline_ratio"]
+    assert lm["mean"] == pytest.approx((logit["skyline_ratio"] + ratio_b) / 2)
+    assert lm["iqm_ci95"][0] <= lm["iqm"] <= lm["iqm_ci95"][1]
+    assert lm["tasks"] == ["A", "B"] and lm["prob_improvement"]["always_novice"]["value"] > 0.5
+    assert built["wins"]["logit"] == {"wins": 2, "sole_wins": 0, "tasks_won": ["A", "B"]}
+    assert built["wins"]["always_novice"]["wins"] == 0 and "skyline" not in built["wins"]
+
+
+def test_several_seeds_are_resampled_as_seeds():
+    runs = []
+    for seed, level in ((0, 0.0), (1, 1.0)):
+        for a in (0.0, 1.0):
+            runs.append(fake("A", "random", a, seed, [level] * 32))
+    m = report.build(points(runs))["tasks"]["A"]["methods"]["random"]
+    assert m["seeds"] == [0, 1] and m["auc"] == pytest.approx(0.5)
+    assert m["auc_ci95"] == [0.0, 1.0]  # seed-to-seed variation, not a zero width
+
+
+def test_per_alpha_summary_reads_like_separate_jobs():
+    rewards = {a: [a, 1.0 - a, 0.5] for a in (0.0, 0.5, 1.0)}
+    separate = [fake("A", "logit", a, 3, r, frac=a) for a, r in rewards.items()]
+    one = {"method": "logit", "task": "A", "seed": 3, "train": {},
+           "per_alpha": [{"alpha": s["alpha"], "beta": 0.0, "test": s["test"],
+                          "val_sim": s["test"], "selected": {"threshold": 1}}
+                         for s in separate]}
+    assert len(read_points(one)) == 3
+    a = report.build(points([one]))["tasks"]
+    b = report.build(points(separate))["tasks"]
+    assert a == b
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"method": "x", "alpha": 0, "beta": 0, "seed": 0, "test": {"reward_mean": 1}},
+     "missing key 'task'"),
+    ({"task": "t", "method": "x", "alpha": "abc", "beta": 0, "seed": 0,
+      "test": {"reward_mean": 1}}, "alpha 'abc' is not a number"),
+    ({"task": "t", "method": "x", "alpha": 0, "beta": 0, "seed": 0}, "missing key 'test'"),
+    ({"task": "t", "method": "x", "seed": 0, "per_alpha": [{"alpha": 0, "test": {}}]},
+     "per_alpha[0].missing key 'beta'"),
+    ([1, 2], "not a JSON object"),
+])
+def test_bad_summaries_are_refused_with_one_line(bad, message):
+    with pytest.raises(SummaryError) as info:
+        read_points(bad)
+    assert message in str(info.value) and "\n" not in str(info.value)
