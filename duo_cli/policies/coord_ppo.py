@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from duo_cli.models.base import Model, ModelOutput, init_layer
-from duo_cli.models.cnn import SmallCNN
 from duo_cli.policies.base import sample_actions
 from duo_cli.policies.coord import CoordPolicy
 
@@ -20,12 +19,14 @@ FEATURES = ("obs", "novice_hidden", "novice_dist", "expert_hidden", "expert_dist
 class CoordNet(Model):
     """Encodes the chosen features, concatenates them, and outputs 2 logits and a value.
 
-    ``obs`` goes through a small CNN; ``*_hidden`` are used as they are;
+    ``obs`` goes through the trunk of ``obs_model`` (a model config node, by default the
+    composed ``model``: the small CNN on Procgen frames, the grid CNN on MiniGrid) with
+    this net's ``hidden_dim`` and ``bf16``; ``*_hidden`` are used as they are;
     ``*_dist`` are the softmax of the agent's logits.
     """
 
     def __init__(self, features: list[str], dims: Mapping[str, int], hidden_dim: int = 256,
-                 bf16: bool = True):
+                 bf16: bool = True, obs_model: Mapping[str, Any] | None = None):
         super().__init__()
         self.features = list(features)
         self.hidden_dim = hidden_dim
@@ -33,7 +34,12 @@ class CoordNet(Model):
         width = 0
         self.cnn = None
         if "obs" in self.features:
-            self.cnn = SmallCNN(num_actions=1, hidden_dim=hidden_dim, bf16=bf16)
+            from duo_cli.models import build_model
+
+            spec = dict(obs_model or {"_target_": "duo_cli.models.cnn.SmallCNN"})
+            spec.update(hidden_dim=hidden_dim, bf16=bf16)
+            spec.pop("name", None)
+            self.cnn = build_model(spec, "policy.obs_model", num_actions=1)
             width += hidden_dim
         for f in self.features:
             if f != "obs":
@@ -70,7 +76,7 @@ class CoordPPOPolicy(CoordPolicy):
                 raise ValueError(f"feature {f!r} needs coordination.open_expert=true")
         dims = {f: space[f.replace("_dist", "_logits")].shape[0] for f in features if f != "obs"}
         self.model = CoordNet(features, dims, int(cfg.get("hidden_dim", 256)),
-                              bool(cfg.get("bf16", True))).to(self.device)
+                              bool(cfg.get("bf16", True)), cfg.get("obs_model")).to(self.device)
 
     def forward(self, obs: Mapping[str, Any]) -> ModelOutput:
         t = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self.device)
