@@ -148,6 +148,10 @@ def bench_minigrid() -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "minigrid_speed.py")], check=False)
 
 
+def bench_alpha_grid() -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "alpha_grid_speedup.py")], check=False)
+
+
 def bench_sweep() -> None:
     script = ROOT / "bench" / "sweep_speedup.py"
     if script.exists():
@@ -160,6 +164,6 @@ def bench_serve() -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    which = sys.argv[1:] or ["coord_env", "ppo", "eval", "minigrid", "sweep", "serve"]
+    which = sys.argv[1:] or ["coord_env", "ppo", "eval", "minigrid", "alpha_grid", "sweep", "serve"]
     for name in which:
         globals()[f"bench_{name}"]()

@@ -65,12 +65,8 @@ def run_job(cfg) -> dict[str, Any]:
             console = Console(file=log_fh, width=120, color_system=None, soft_wrap=True)
             train_coord(cfg, console)
         summary = json.loads((job_dir / "summary.json").read_text())
-        test = summary.get("test", {})
-        status.update(status="ok", wall_time_s=time.time() - t0,
-                      reward_mean=test.get("reward_mean"), expert_frac=test.get("expert_frac"))
-        _say(f"job {num}: done in {time.time() - t0:.0f}s, test reward "
-             f"{_num(test.get('reward_mean'))}, expert frac {_num(test.get('expert_frac'))} "
-             f"({label})")
+        status.update(status="ok", wall_time_s=time.time() - t0)
+        _say(f"job {num}: done in {time.time() - t0:.0f}s, {_result_line(summary)} ({label})")
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed job must not stop the sweep
         line = error_line(exc)
         (job_dir / "error.txt").write_text(line + "\n\n" + traceback.format_exc())
@@ -78,6 +74,17 @@ def run_job(cfg) -> dict[str, Any]:
         _say(f"job {num}: FAILED: {line} ({label})")
     write_json(job_dir / "status.json", status)
     return status
+
+
+def _result_line(summary: dict[str, Any]) -> str:
+    """Test reward and expert fraction of a job, per alpha for an alpha-grid job."""
+    if "per_alpha" in summary:
+        return "test reward by alpha " + " ".join(
+            f"{e.get('alpha', 0):g}:{_num(e.get('test', {}).get('reward_mean'))}"
+            for e in summary["per_alpha"])
+    test = summary.get("test", {})
+    return (f"test reward {_num(test.get('reward_mean'))}, "
+            f"expert frac {_num(test.get('expert_frac'))}")
 
 
 def error_line(exc: BaseException) -> str:
