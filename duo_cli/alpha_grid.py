@@ -111,7 +111,7 @@ def run_candidate_grid(cfg: DictConfig, setup: Any, algorithm: Any, policy: Any,
             entry["validators"] = entry.get("validators", {})
             entry["validators"][split] = {
                 "index": i, "selected": params[i],
-                "test": _brief(score(tested[i], alpha)),
+                "test": score(tested[i], alpha),  # per-episode lists: paired validator gap
             }
             policy.set_params(candidates[i])
             save(run_dir / alpha_key(alpha) / f"best_{split}.pt", policy, alpha,
