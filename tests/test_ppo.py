@@ -338,3 +338,34 @@ def test_checkpoint_file_not_world_unreadable(tmp_path):
     os.umask(umask)
     path = save_checkpoint(tmp_path / "perm.pt", {"v": 1})
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+# -- numerics pinned before the loop was split into collect / advantages / update ------
+
+PINNED = {
+    "default": ({}, -0.7660909641999751, {
+        "pg_loss": -0.019445389392785728, "v_loss": 1.2322763493284583,
+        "entropy": 1.2589398436248302, "approx_kl": 0.001906039658933878, "clipfrac": 0.0,
+        "learning_rate": 0.003333333333333334}),
+    "kl_stop": ({"target_kl": 0.001, "norm_adv": False, "clip_vloss": False},
+                -3.2088965757284313, {
+        "pg_loss": -1.1720561645925045, "v_loss": 0.9905473049730062,
+        "entropy": 1.3386338651180267, "approx_kl": 0.0003718421794474125, "clipfrac": 0.0,
+        "learning_rate": 0.003333333333333334}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_short_run_reproduces_pinned_weights_and_losses(tmp_path, case):
+    """Multi-step episodes, chunked minibatches, lr annealing, evaluation, (KL stop)."""
+    overrides, weight_sum, losses = PINNED[case]
+    env = FakeVecEnv(4, NUM_ACTIONS, ep_lengths=[2, 3, 4, 5],
+                     reward_fn=action_reward([0.0, 1.0, 0.5, 0.0]), obs_shape=(2, 2, 1))
+    policy = make_policy(3)
+    cfg = ppo_cfg(total_timesteps=4 * 16 * 3, chunk_size=8, anneal_lr=True, eval_every=2,
+                  **overrides)
+    PPO(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": _ConstEvaluator([0.1, 0.5])})
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    total = sum(float(v.double().sum()) for v in policy.get_params().values())
+    assert total == pytest.approx(weight_sum, rel=1e-6, abs=1e-9)
+    assert {k: last[k] for k in losses} == pytest.approx(losses, rel=1e-6, abs=1e-9)
