@@ -4,7 +4,7 @@
 is a real Hydra multirun of the ``coord`` config: Hydra's sweep syntax, one job per
 combination, one job dir (with its ``.hydra/`` snapshot) per job under the sweep dir,
 and any Hydra launcher (``hydra/launcher=basic|joblib|submitit_local|submitit_slurm|ray``).
-Every job runs :func:`run_job`, which calls :func:`duo_cli.experiment.train_coord`
+Every job runs :func:`run_job`, which calls :func:`duo_cli.commands.train_coord.train_coord`
 with the job dir as ``run_dir``.  Afterwards the sweep is summarised from the job
 dirs on disk (so remote launchers work too): per task and method, the test reward
 and expert fraction at each cost weight alpha, the area under the reward-vs-alpha
@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from duo_cli.config import ConfigError, compose, conf_dir, group_options
-from duo_cli.evaluator import mean_ci95
-from duo_cli.run import write_json
+from duo_cli.evaluation.statistics import mean_ci95
+from duo_cli.rundir import write_json
 from duo_cli.tables import fmt
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def run_job(cfg) -> dict[str, Any]:
     try:
         from rich.console import Console
 
-        from duo_cli.experiment import train_coord
+        from duo_cli.commands.train_coord import train_coord
 
         with read_write(cfg), open_dict(cfg):
             cfg.run_dir = str(job_dir)
