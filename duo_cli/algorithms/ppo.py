@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO's hyper-parameters (``conf/algorithm/ppo_base.yaml`` documents each)."""
+    """PPO's hyper-parameters (``conf/algorithm/base/ppo.yaml`` documents each)."""
 
     total_timesteps: int
     num_steps: int
