@@ -37,8 +37,8 @@ def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
 def _job(overrides: list[str], run_dir: Path) -> float:
     from rich.console import Console
 
+    from duo_cli.commands.train_coord import train_coord
     from duo_cli.config import compose
-    from duo_cli.experiment import train_coord
 
     cfg = compose([*overrides, f"run_dir={run_dir}"], "coord")
     t = time.perf_counter()

@@ -64,18 +64,18 @@ def _vec_block(num_envs: int, steps: int) -> float:
 def _ppo_block(iterations: int) -> float:
     from rich.console import Console
 
+    from duo_cli.agents import agent_spec, build_agent
     from duo_cli.algorithms.ppo import PPO
     from duo_cli.config import compose
     from duo_cli.envs import make_env
-    from duo_cli.experiment import build_agent
 
     cfg = compose(["env=minigrid", "env.task=DoorKey", "algorithm=ppo_agent_minigrid"])
     env = make_env(cfg.env, "train", int(cfg.env.num_envs))
-    policy = build_agent(cfg, 7, "cpu")
+    policy = build_agent(agent_spec(cfg, 7), "cpu")
     algo_cfg = dict(cfg.algorithm)
     algo_cfg.update(total_timesteps=env.num_envs * int(algo_cfg["num_steps"]) * (iterations + 1),
                     save_every=1000, eval_every=0)
-    from duo_cli.run import RunContext
+    from duo_cli.rundir import RunContext
 
     with tempfile.TemporaryDirectory() as d:
         ctx = RunContext(Path(d), progress=False, console=Console(file=open(os.devnull, "w")))

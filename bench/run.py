@@ -19,8 +19,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from duo_cli.agents import agent_spec, build_agent, load_agent  # noqa: E402
 from duo_cli.config import compose  # noqa: E402
-from duo_cli.experiment import build_agent, load_agent  # noqa: E402
 
 
 def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
@@ -38,14 +38,14 @@ def agents(task: str = "coinrun"):
             out.append(load_agent(path)[0])
         else:
             print(f"# {path} missing: using an untrained {model}", file=sys.stderr)
-            out.append(build_agent(compose([f"model={model}"]), 15, "cpu"))
+            out.append(build_agent(agent_spec(compose([f"model={model}"]), 15), "cpu"))
     del cfg
     return out
 
 
 def bench_coord_env(steps: int = 60, blocks: int = 4, num_envs: int = 64) -> None:
     """CoordEnv with a random (p=0.5) coordinator vs the bare limit, interleaved."""
-    from duo_cli.coord_env import CoordEnv
+    from duo_cli.coordination.env import CoordEnv
     from duo_cli.envs.procgen import ProcgenVecEnv
     from duo_cli.policies.base import sample_actions
 
@@ -98,11 +98,11 @@ def bench_ppo(iterations: int = 3) -> None:
 
     from duo_cli.algorithms.ppo import PPO
     from duo_cli.envs import make_env
-    from duo_cli.run import RunContext
+    from duo_cli.rundir import RunContext
 
     cfg = compose(["model=small_cnn", "algorithm.eval_every=0"])
     env = make_env(cfg.env, "train", 64)
-    policy = build_agent(cfg, 15, "cpu")
+    policy = build_agent(agent_spec(cfg, 15), "cpu")
     with tempfile.TemporaryDirectory() as d:
         ctx = RunContext(Path(d), progress=False, console=Console(file=open(os.devnull, "w")))
         algo_cfg = dict(cfg.algorithm)
@@ -119,9 +119,9 @@ def bench_ppo(iterations: int = 3) -> None:
 
 def bench_eval() -> None:
     """Evaluator throughput: always-expert on coinrun (test split) with the shipped agents."""
-    from duo_cli.coord_env import CoordEnv
+    from duo_cli.coordination.env import CoordEnv
     from duo_cli.envs.procgen import ProcgenVecEnv
-    from duo_cli.evaluator import Evaluator
+    from duo_cli.evaluation.evaluator import Evaluator
 
     novice, expert = agents()
     env = CoordEnv(ProcgenVecEnv("coinrun", 64, "hard", 3000000, 100000, 303), novice, expert)

@@ -51,7 +51,8 @@ def make_coordinator(directory: Path) -> Path:
 
     from duo_cli.checkpoint import save_policy
     from duo_cli.config import compose
-    from duo_cli.experiment import CoordSetup, build_coord_policy, make_untrained_agents
+    from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
+    from tests.fakes import make_untrained_agents
 
     shipped = REPO / "checkpoints/procgen/coinrun"
     overrides = ["algorithm=logit", "env.task=coinrun", "torch_threads=1",
@@ -61,7 +62,7 @@ def make_coordinator(directory: Path) -> Path:
         paths = make_untrained_agents(directory, "coinrun", hidden_dim=256)
         overrides += [f"agents.{role}={path}" for role, path in paths.items()]
     cfg = compose(overrides, "coord")
-    setup = CoordSetup(cfg, "cpu")
+    setup = CoordEnvFactory(cfg, "cpu")
     env = setup.env("test", 1)
     policy = build_coord_policy(cfg, env, "cpu")
     obs = np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8)

@@ -39,7 +39,7 @@ TASK = "bossfight"
 
 def make_agents(directory: Path) -> dict[str, Path]:
     """Real, randomly initialised agent checkpoints."""
-    from duo_cli.experiment import make_untrained_agents
+    from tests.fakes import make_untrained_agents
 
     return make_untrained_agents(directory, TASK)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from duo_cli.config import ConfigError
+from duo_cli.config import ConfigError, first_line
 
 
 def load_params(policy: Any, params: dict, name: str) -> None:
@@ -49,7 +49,7 @@ def check_agent(policy: Any, num_actions: int, cfg: DictConfig, name: str) -> No
         with torch.no_grad():
             out = policy.forward(torch.zeros((1, *shape), dtype=torch.uint8))
     except Exception as exc:  # noqa: BLE001 - any failure means the model cannot read the obs
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(
             f"{name} cannot read {where} observations of shape {shape} ({reason})"
         ) from None
@@ -69,8 +69,8 @@ def same_model(cfg: DictConfig, ckpt: dict, name: str) -> None:
 
 def check_resume(cfg: DictConfig, kind: str) -> None:
     """``resume=true``: the run dir's ``last.pt`` must fit this run, checked before any write."""
+    from duo_cli.agents import agent_from_checkpoint
     from duo_cli.checkpoint import CheckpointError, load_policy_checkpoint
-    from duo_cli.experiment import agent_from_checkpoint
 
     if not (cfg.resume and cfg.run_dir):
         return
@@ -96,32 +96,3 @@ def check_resume(cfg: DictConfig, kind: str) -> None:
             f"{name} was trained by {method!r} with policy {theirs}; this run is "
             f"{cfg.algorithm.name!r} with policy {ours}"
         )
-
-
-def coord_eval_config(cli_cfg: DictConfig, ckpt: dict, path: Path,
-                       overrides: list[str] | None) -> DictConfig:
-    """A coordinator is scored in the setting it was trained in (its ``run_config``), plus
-    value overrides; the file's config is data, validated like a composed one."""
-    from duo_cli.config import _group_of, validate
-
-    groups = [o for o in (overrides or []) if _group_of(o) is not None]
-    if groups:
-        raise ConfigError(
-            f"duo eval of a coordinator takes key=value overrides only, not {groups[0]!r}: "
-            f"{path} was trained with algorithm={ckpt['metadata'].get('method')}"
-        )
-    values = [o for o in (overrides or []) if "=" in o]
-    try:
-        cfg = OmegaConf.merge(OmegaConf.create(ckpt["metadata"]["run_config"]),
-                              OmegaConf.from_dotlist(values))
-        for key in ("run_dir", "overwrite", "resume", "progress"):
-            cfg[key] = cli_cfg[key]
-    except Exception as exc:  # noqa: BLE001 - malformed run_config
-        from duo_cli.checkpoint import CheckpointError
-
-        raise CheckpointError(f"{path}: bad metadata.run_config ({exc})".splitlines()[0]) from None
-    try:
-        validate(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: metadata.run_config or overrides: {exc}") from None
-    return cfg

@@ -76,10 +76,12 @@ def train(
 ) -> None:
     """Train an agent (PPO on a base env) or a coordinator (on CoordEnv)."""
     cfg = _compose(overrides, type_)
-    from duo_cli import experiment
+    if type_ == "agent":
+        from duo_cli.commands.train_agent import train_agent as fn
+    else:
+        from duo_cli.commands.train_coord import train_coord as fn
 
     console = _console()
-    fn = experiment.train_agent if type_ == "agent" else experiment.train_coord
     run_dir = _run(fn, cfg, console)
     console.print(f"run dir: {run_dir}", soft_wrap=True)
 
@@ -91,10 +93,10 @@ def eval_(
 ) -> None:
     """Evaluate a saved agent or coordinator on the splits and print the table."""
     cfg = _compose(overrides)
-    from duo_cli import experiment
+    from duo_cli.commands.evaluate import evaluate_checkpoint
 
     console = _console()
-    run_dir = _run(experiment.evaluate_checkpoint, cfg, checkpoint, console, overrides,
+    run_dir = _run(evaluate_checkpoint, cfg, checkpoint, console, overrides,
                    interrupt_hint="nothing was written")
     console.print(f"run dir: {run_dir}", soft_wrap=True)
 

@@ -20,6 +20,12 @@ class ConfigError(ValueError):
     """Bad user input: the message is one line naming the bad value and the valid choices."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when the message is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def conf_dir() -> Path:
     """The directory holding ``config.yaml`` (``$DUO_CONF_DIR`` overrides)."""
     env = os.environ.get("DUO_CONF_DIR")
@@ -81,9 +87,9 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     try:
         cfg = _compose_raw(overrides, config_name)
     except MissingConfigException as exc:
-        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+        raise ConfigError(first_line(exc)) from None
     except OverrideParseException as exc:
-        raise ConfigError(f"bad override syntax: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(f"bad override syntax: {first_line(exc)}") from None
     except HydraException as exc:
         msg = str(exc).strip()
         key = _missing_key(msg)
@@ -102,8 +108,6 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
 def _missing_key(msg: str) -> str | None:
     # Hydra: "Could not override 'foo.bar'.\nTo append to your config use +foo.bar=1 ..."
     # or "Could not append to config. An item is already at 'x'" etc.
-    import re
-
     match = re.search(r"Could not override '([^']+)'", msg)
     if match:
         return match.group(1)
@@ -188,6 +192,8 @@ def _check_coordination(cfg: DictConfig) -> None:
         check_number(cfg, f"coordination.{key}", low=0)
     check_number(cfg, "coordination.base_penalty", low=0, low_open=True, nullable=True)
     check_bool(cfg, "coordination.open_expert")
+    if cfg.coordination.get("train_setting") is not None:  # absent in older run_configs
+        check_choice(cfg, "coordination.train_setting", ("sim", "test"))
     if cfg.coordination.selection_split not in ("val_sim", "val_true"):
         raise ConfigError(
             f"coordination.selection_split {cfg.coordination.selection_split!r} is not allowed; "

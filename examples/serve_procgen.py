@@ -64,7 +64,7 @@ def main() -> None:
     from rich.console import Console
 
     from duo_cli.config import compose
-    from duo_cli.evaluator import summarize_episodes
+    from duo_cli.evaluation.statistics import summarize_episodes
     from duo_cli.tables import print_eval_table
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

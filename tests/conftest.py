@@ -45,7 +45,7 @@ def tiny_agents(tmp_path_factory) -> dict:
     Returns ``{"dir": Path, "overrides": [...]}``: Hydra overrides pointing a
     coordination run at them, on a fast game with tiny episode counts.
     """
-    from duo_cli.experiment import make_untrained_agents
+    from fakes import make_untrained_agents
 
     d = tmp_path_factory.mktemp("agents")
     paths = make_untrained_agents(d, FAST_TASK)

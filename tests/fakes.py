@@ -378,3 +378,32 @@ def assert_one_line_error(proc, *words: str) -> str:
     for word in words:
         assert word in lines[0], (word, lines[0])
     return lines[0]
+
+
+def make_untrained_agents(directory, task: str, hidden_dim: int = 32, bp: float = 0.1) -> dict:
+    """Save randomly initialised small-CNN agents (sim_novice, novice, expert) with a BP.
+
+    Real checkpoints for tests and benchmarks that need the coordination pipeline
+    end to end without trained agents.
+    """
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from duo_cli.agents import agent_spec, build_agent
+    from duo_cli.checkpoint import save_policy
+
+    cfg = OmegaConf.create({
+        "policy": {"_target_": "duo_cli.policies.agent.AgentPolicy", "name": "agent"},
+        "model": {"_target_": "duo_cli.models.cnn.SmallCNN", "name": "small_cnn",
+                  "hidden_dim": hidden_dim, "bf16": False},
+        "env": {"name": "procgen", "task": task},
+    })
+    paths = {}
+    with torch.random.fork_rng():
+        for i, role in enumerate(("sim_novice", "novice", "expert")):
+            torch.manual_seed(100 + i)
+            policy = build_agent(agent_spec(cfg, 15), "cpu")
+            paths[role] = Path(save_policy(Path(directory) / f"{role}.pt", policy,
+                                           {"bp": bp, "role": role}))
+    return paths

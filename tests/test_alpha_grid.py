@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from duo_cli.alpha_grid import alpha_key, rescore
 from duo_cli.checkpoint import load_checkpoint
 from duo_cli.config import ConfigError, compose
+from duo_cli.coordination.alpha_grid import alpha_key, rescore
 
 ALPHAS = [0.0, 0.5, 2.0]
 
 
 def _run(overrides, run_dir: Path, console) -> dict:
-    from duo_cli.experiment import train_coord
+    from duo_cli.commands.train_coord import train_coord
 
     cfg = compose([*overrides, f"run_dir={run_dir}"], "coord")
     return json.loads((train_coord(cfg, console) / "summary.json").read_text())

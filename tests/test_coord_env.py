@@ -15,7 +15,7 @@ from fakes import (
     scripted_reward,
 )
 
-from duo_cli.coord_env import EXPERT, NOVICE, CoordEnv, GeneralCoordEnv
+from duo_cli.coordination.env import EXPERT, NOVICE, CoordEnv, GeneralCoordEnv
 
 NUM_ACTIONS = 4
 NOVICE_ACTION = 1

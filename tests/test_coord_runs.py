@@ -52,7 +52,7 @@ def read_json(path: Path) -> dict:
 
 
 def train(overrides: list[str], run_dir: Path, console) -> Path:
-    from duo_cli.experiment import train_coord
+    from duo_cli.commands.train_coord import train_coord
 
     cfg = compose([*overrides, f"run_dir={run_dir}"], "coord")
     return train_coord(cfg, console)

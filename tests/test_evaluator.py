@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from fakes import FakeVecEnv, ScriptedPolicy, fake_agent
 
-from duo_cli.coord_env import EXPERT, NOVICE, CoordEnv
-from duo_cli.evaluator import Evaluator, mean_ci95, summarize_episodes
+from duo_cli.coordination.env import EXPERT, NOVICE, CoordEnv
+from duo_cli.evaluation.evaluator import Evaluator
+from duo_cli.evaluation.statistics import mean_ci95, summarize_episodes
 
 
 def one_per_step(env, actions):

@@ -24,14 +24,14 @@ from duo_cli.algorithms.search import (
     collect_novice_obs,
 )
 from duo_cli.checkpoint import load_checkpoint, save_policy
-from duo_cli.evaluator import Evaluator
+from duo_cli.evaluation.evaluator import Evaluator
 from duo_cli.policies.always import AlwaysPolicy
 from duo_cli.policies.ask_every_k import AskEveryKPolicy
 from duo_cli.policies.coord_ppo import CoordPPOPolicy
 from duo_cli.policies.logit import METRICS, LogitPolicy, confidence
 from duo_cli.policies.ood import OODPolicy
 from duo_cli.policies.random import RandomPolicy
-from duo_cli.run import RunContext
+from duo_cli.rundir import RunContext
 
 NOVICE, EXPERT = FakeCoordEnv.NOVICE, FakeCoordEnv.EXPERT
 
@@ -384,7 +384,7 @@ def train_coordinator(tmp_path, ep_length: int, **rewards) -> tuple[CoordPPOPoli
     policy = CoordPPOPolicy(PPO_POLICY, env)
     p0 = expert_prob(policy)
     assert 0.3 < p0.mean().item() < 0.7  # starts undecided
-    result = PPO(ppo_cfg(), make_ctx(tmp_path)).train(policy, env, {})
+    result = PPO(ppo_cfg(), make_ctx(tmp_path)).train(policy, env, {}).summary
     assert result["global_step"] == 16 * 16 * 10
     return policy, result
 
@@ -415,7 +415,7 @@ def test_ppo_coordinator_saves_best_and_reloads(tmp_path):
     policy = CoordPPOPolicy(PPO_POLICY, env)
     ev = Evaluator(FakeCoordEnv(num_envs=4, ep_length=1, expert_reward=1.0), 8, seed=0)
     cfg = ppo_cfg(total_timesteps=16 * 16 * 3, eval_every=1)
-    result = PPO(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": ev})
+    result = PPO(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": ev}).summary
     assert set(result["best"]) == {"val_sim"}
     ckpt = load_checkpoint(tmp_path / "best_val_sim.pt")
     assert ckpt["kind"] == "coord"
@@ -449,7 +449,7 @@ def test_candidate_search_selects_best_per_split_and_saves_it(tmp_path):
     ctx = make_ctx(tmp_path)
     ctx.metadata = {"method": "random"}
     cfg = OmegaConf.create({"name": "random", "probs": [0.0, 0.5, 1.0]})
-    result = RandomSearch(cfg, ctx).train(policy, train_env, evaluators)
+    result = RandomSearch(cfg, ctx).train(policy, train_env, evaluators).summary
 
     assert [r["params"] for r in result["candidates"]] == [{"p": 0.0}, {"p": 0.5}, {"p": 1.0}]
     assert result["best"]["val_sim"]["params"] == {"p": 1.0}
@@ -488,7 +488,7 @@ def test_logit_search_selects_the_known_best_threshold(tmp_path):
     policy = LogitPolicy({"metric": "max_logit"}, env)
     cfg = {"name": "logit", "percentiles": [0, 100], "fit_steps": 2}
     result = LogitSearch(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": Evaluator(
-        ev_env, 4, seed=0)})
+        ev_env, 4, seed=0)}).summary
     assert [r["params"]["threshold"] for r in result["candidates"]] == [0.0, 5.0]
     assert result["best"]["val_sim"]["params"] == {"metric": "max_logit", "threshold": 5.0}
     assert result["best"]["val_sim"]["result"]["expert_frac"] == 0.5

@@ -17,7 +17,7 @@ from rich.console import Console
 from duo_cli.algorithms.ppo import PPO, RewardScaler, compute_gae
 from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from duo_cli.policies.agent import AgentPolicy
-from duo_cli.run import RunContext
+from duo_cli.rundir import RunContext
 
 # -- GAE --------------------------------------------------------------------------------
 
@@ -111,7 +111,7 @@ def test_ppo_solves_one_step_bandit(tmp_path):
     with torch.no_grad():
         p0 = torch.softmax(policy.forward(obs).logits, -1)[:, 1].mean().item()
     assert p0 < 0.6
-    result = PPO(ppo_cfg(), make_ctx(tmp_path)).train(policy, env, {})
+    result = PPO(ppo_cfg(), make_ctx(tmp_path)).train(policy, env, {}).summary
     assert result["global_step"] == 8 * 16 * 25
     with torch.no_grad():
         probs = torch.softmax(policy.forward(obs).logits, -1)
@@ -139,7 +139,8 @@ class _ConstEvaluator:
 def test_ppo_evaluates_and_keeps_best(tmp_path):
     ev = _ConstEvaluator([0.1, 0.5, 0.3, 0.2])
     cfg = ppo_cfg(total_timesteps=8 * 16 * 4, eval_every=1, update_epochs=1)
-    result = PPO(cfg, make_ctx(tmp_path)).train(make_policy(), bandit_env(), {"val_sim": ev})
+    result = PPO(cfg, make_ctx(tmp_path)).train(make_policy(), bandit_env(),
+                                                {"val_sim": ev}).summary
     assert ev.calls == 4
     assert result["best"] == {"val_sim": 0.5}
     best = load_checkpoint(tmp_path / "best_val_sim.pt")
@@ -156,7 +157,8 @@ def _resume_cfg(iterations: int):
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
     interrupted, straight = tmp_path / "a", tmp_path / "b"
-    first = PPO(_resume_cfg(2), make_ctx(interrupted)).train(make_policy(), bandit_env(), {})
+    first = PPO(_resume_cfg(2), make_ctx(interrupted)).train(make_policy(), bandit_env(),
+                                                             {}).summary
     assert first["global_step"] == 2 * 128
     ckpt = load_checkpoint(interrupted / "last.pt")
     assert ckpt["train_state"]["iteration"] == 2
@@ -164,12 +166,12 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
 
     resumed_policy = make_policy(seed=99)  # different init: weights must come from last.pt
     ctx = make_ctx(interrupted, resume=True)
-    resumed = PPO(_resume_cfg(4), ctx).train(resumed_policy, bandit_env(), {})
+    resumed = PPO(_resume_cfg(4), ctx).train(resumed_policy, bandit_env(), {}).summary
     assert "resumed from" in ctx.console.file.getvalue()
 
     straight_policy = make_policy()
     uninterrupted = PPO(_resume_cfg(4), make_ctx(straight)).train(straight_policy, bandit_env(),
-                                                                  {})
+                                                                  {}).summary
     assert resumed["global_step"] == uninterrupted["global_step"] == 4 * 128
 
     steps = [json.loads(x)["global_step"]
@@ -189,7 +191,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
     result = PPO(_resume_cfg(1), make_ctx(tmp_path, resume=True)).train(
         make_policy(), bandit_env(), {}
-    )
+    ).summary
     assert result["global_step"] == 128
 
 
@@ -338,3 +340,34 @@ def test_checkpoint_file_not_world_unreadable(tmp_path):
     os.umask(umask)
     path = save_checkpoint(tmp_path / "perm.pt", {"v": 1})
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+# -- numerics pinned before the loop was split into collect / advantages / update ------
+
+PINNED = {
+    "default": ({}, -0.7660909641999751, {
+        "pg_loss": -0.019445389392785728, "v_loss": 1.2322763493284583,
+        "entropy": 1.2589398436248302, "approx_kl": 0.001906039658933878, "clipfrac": 0.0,
+        "learning_rate": 0.003333333333333334}),
+    "kl_stop": ({"target_kl": 0.001, "norm_adv": False, "clip_vloss": False},
+                -3.2088965757284313, {
+        "pg_loss": -1.1720561645925045, "v_loss": 0.9905473049730062,
+        "entropy": 1.3386338651180267, "approx_kl": 0.0003718421794474125, "clipfrac": 0.0,
+        "learning_rate": 0.003333333333333334}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_short_run_reproduces_pinned_weights_and_losses(tmp_path, case):
+    """Multi-step episodes, chunked minibatches, lr annealing, evaluation, (KL stop)."""
+    overrides, weight_sum, losses = PINNED[case]
+    env = FakeVecEnv(4, NUM_ACTIONS, ep_lengths=[2, 3, 4, 5],
+                     reward_fn=action_reward([0.0, 1.0, 0.5, 0.0]), obs_shape=(2, 2, 1))
+    policy = make_policy(3)
+    cfg = ppo_cfg(total_timesteps=4 * 16 * 3, chunk_size=8, anneal_lr=True, eval_every=2,
+                  **overrides)
+    PPO(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": _ConstEvaluator([0.1, 0.5])})
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    total = sum(float(v.double().sum()) for v in policy.get_params().values())
+    assert total == pytest.approx(weight_sum, rel=1e-6, abs=1e-9)
+    assert {k: last[k] for k in losses} == pytest.approx(losses, rel=1e-6, abs=1e-9)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from fakes import FakeVecEnv, fake_agent
 
-from duo_cli.alpha_grid import rescore
 from duo_cli.config import compose
-from duo_cli.coord_env import EXPERT, CoordEnv, step_costs
+from duo_cli.coordination.alpha_grid import rescore
+from duo_cli.coordination.env import EXPERT, CoordEnv, step_costs
 
 
 def _env(alpha: float, bp: float, decimals=None) -> CoordEnv:

@@ -38,7 +38,7 @@ def _quiet() -> Console:
 @pytest.fixture(scope="session")
 def coordinators(tiny_agents, tmp_path_factory) -> dict[str, Path]:
     """Trained tiny coordinator checkpoints: logit (stateless) and ask_every_k (stateful)."""
-    from duo_cli.experiment import train_coord
+    from duo_cli.commands.train_coord import train_coord
 
     out = {}
     root = tmp_path_factory.mktemp("coords")
@@ -374,8 +374,8 @@ def _example():
 
 @pytest.mark.parametrize("method", ["logit", "ask_every_k"])
 def test_served_episodes_match_duo_eval(method, coordinators, tmp_path):
-    from duo_cli.evaluator import summarize_episodes
-    from duo_cli.experiment import evaluate_checkpoint
+    from duo_cli.commands.evaluate import evaluate_checkpoint
+    from duo_cli.evaluation.statistics import summarize_episodes
 
     greedy = ["coordination.temperature=0", "evaluation.temperature=0"]
     eval_over = [*greedy, "split=test", f"run_dir={tmp_path / 'eval'}"]

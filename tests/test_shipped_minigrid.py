@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from duo_cli.agents import load_agent
 from duo_cli.checkpoint import load_checkpoint
 from duo_cli.config import PROJECT_DIR, compose, resolve_path
 from duo_cli.envs import make_env
 from duo_cli.envs.minigrid import TASKS
-from duo_cli.evaluator import Evaluator
-from duo_cli.experiment import load_agent
+from duo_cli.evaluation.evaluator import Evaluator
 
 SHIPPED = PROJECT_DIR / "checkpoints" / "minigrid"
 ROLES = ("novice", "expert", "sim_novice")

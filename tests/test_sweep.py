@@ -171,14 +171,14 @@ def test_benchmark_suites_are_sweeper_params():
     # a command-line override of a suite key replaces its values, in place
     merged = [o.input_line for o in sweep.sweep_overrides(
         ["benchmark=minigrid", "algorithm=random,logit", "seed=0,1", "evaluation.num_envs=4"])]
-    assert merged[:5] == ["env.task=DistShift,DoorKey,LavaGap", "algorithm=random,logit",
-                          "coordination.expert_query_cost_weight=0,0.2,0.4,0.6,0.8,1.0",
+    assert merged[:4] == ["env.task=DistShift,DoorKey,LavaGap", "algorithm=random,logit",
                           "coordination.switch_agent_cost_weight=0", "seed=0,1"]
     assert sweep.validate(["benchmark=minigrid", "algorithm=random,logit", "seed=0,1"]) == 3 * 2 * 2
     from duo_cli.config import compose
 
     cfg = compose(["benchmark=minigrid"], "coord")
     assert cfg.env.name == "minigrid" and cfg.model.name == "grid_cnn"
+    assert list(cfg.coordination.alphas) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # scored in each job
     with pytest.raises(ConfigError, match="nosuch"):
         sweep.validate(["benchmark=minigrid", "algorithm=nosuch"])
 

@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
+from duo_cli.agents import agent_spec, build_agent
 from duo_cli.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -28,7 +29,6 @@ from duo_cli.checkpoint import (
 )
 from duo_cli.cli import app
 from duo_cli.config import compose
-from duo_cli.experiment import build_agent
 
 SMALL = {"_target_": "duo_cli.models.cnn.SmallCNN", "name": "small_cnn", "hidden_dim": 16,
          "bf16": False}
@@ -61,7 +61,7 @@ def _agent(path: Path, num_actions: int = 15, model: dict | None = None, bp: flo
     cfg = OmegaConf.create({"policy": AGENT_POLICY, "model": model or SMALL,
                             "env": {"name": "procgen", "task": TASK}})
     torch.manual_seed(0)
-    return save_policy(path, build_agent(cfg, num_actions, "cpu"), {"bp": bp})
+    return save_policy(path, build_agent(agent_spec(cfg, num_actions), "cpu"), {"bp": bp})
 
 
 def _edit(src: Path, dst: Path, fn) -> Path:
@@ -307,7 +307,7 @@ def test_resume_with_another_model_keeps_config(files, tmp_path):
 
 
 def test_resume_into_empty_dir_is_allowed(tmp_path, files):
-    from duo_cli.run import make_run_dir
+    from duo_cli.rundir import make_run_dir
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -323,12 +323,12 @@ def test_resume_into_empty_dir_is_allowed(tmp_path, files):
 def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
 
-    import duo_cli.run
+    import duo_cli.rundir
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(duo_cli.run, "write_text", full)
+    monkeypatch.setattr(duo_cli.rundir, "write_text", full)
     run_dir = tmp_path / "run"
     line = assert_refused(invoke("train", "env.num_envs=2", "evaluation.train_splits=[]",
                                  "torch_threads=1", f"run_dir={run_dir}"), "No space left")
@@ -362,7 +362,7 @@ def test_random_bytes_message_does_not_suggest_unsafe_loading(files):
 
 
 def test_json_outputs_hold_null_not_nan(tmp_path):
-    from duo_cli.run import RunContext, write_json
+    from duo_cli.rundir import RunContext, write_json
 
     write_json(tmp_path / "s.json", {"a": float("nan"), "b": [float("inf"), 1.5],
                                      "c": torch.tensor(float("nan"))})
@@ -376,7 +376,7 @@ def test_json_outputs_hold_null_not_nan(tmp_path):
 
 
 def test_trim_metrics_drops_rows_after_the_resumed_step(tmp_path):
-    from duo_cli.run import RunContext
+    from duo_cli.rundir import RunContext
 
     ctx = RunContext(tmp_path, progress=False)
     for step in (256, 512, 768, 1024):

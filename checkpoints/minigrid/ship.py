@@ -39,10 +39,10 @@ def _evals(run: Path, split: str) -> list[tuple[int, float]]:
 
 def _score(path: Path, task: str, split: str, episodes: int) -> float:
     sys.path.insert(0, str(ROOT))
+    from duo_cli.agents import load_agent
     from duo_cli.config import compose
     from duo_cli.envs import make_env
-    from duo_cli.evaluator import Evaluator
-    from duo_cli.experiment import load_agent
+    from duo_cli.evaluation.evaluator import Evaluator
 
     cfg = compose(["env=minigrid", f"env.task={task}"])
     policy, _ = load_agent(path)

@@ -1,21 +1,22 @@
 """Coordination methods that select one parameter from a list of candidates.
 
-Each candidate is scored on the validation splits the runner passes in (the
-selection split, never test); the best one per split is saved as
-``best_<split>.pt``.
+Each candidate plays the validation splits the runner passes in once (the
+selection split, never test; the alpha grid passes both validators); the best
+one per split is kept (``best_<split>.pt``) and handed back in the result.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from rich.table import Table
 
-from duo_cli.algorithms.base import Algorithm
-from duo_cli.checkpoint import save_policy
+from duo_cli.algorithms.base import Algorithm, AlgorithmResult, BestKeeper
+from duo_cli.evaluation.statistics import without_episodes
 from duo_cli.tables import fmt, fmt_ci
 
 logger = logging.getLogger(__name__)
@@ -32,51 +33,65 @@ def collect_novice_obs(env: Any, key: str, num_steps: int, seed: int) -> np.ndar
     return np.concatenate(out, axis=0)
 
 
-def _summary(result: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if not isinstance(v, list)}
+@dataclass
+class Played:
+    """One candidate after it played the validation splits once.
+
+    :param params: what ``policy.set_params`` takes to restore it.
+    :param plain: its parameters for tables (fitted arrays left out).
+    :param results: split -> its full evaluation (per-episode lists kept).
+    """
+
+    params: dict[str, Any]
+    plain: dict[str, Any]
+    results: dict[str, dict[str, Any]]
 
 
 class CandidateSearch(Algorithm):
-    """Evaluate every candidate parameter set; keep the best per validation split."""
+    """Play every candidate once on each validation split; keep the best per split."""
 
     def candidates(self, policy: Any, env: Any) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def train(self, policy: Any, env: Any, evaluators: Mapping[str, Any]) -> dict[str, Any]:
-        ctx = self.ctx
+    def play(self, policy: Any, env: Any, evaluators: Mapping[str, Any],
+             show_results: bool = True) -> list[Played]:
+        """Each candidate plays each split of ``evaluators`` once (the one home of this)."""
         candidates = self.candidates(policy, env)
-        best: dict[str, dict[str, Any]] = {}
-        rows: list[dict[str, Any]] = []
-        ctx.console.print(f"[bold]{len(candidates)} candidate(s)[/] for {self.cfg['name']}")
+        self.ctx.console.print(f"[bold]{len(candidates)} candidate(s)[/] for {self.cfg['name']}")
+        played = []
         for i, params in enumerate(candidates):
             policy.set_params(params)
             results = {split: ev.evaluate(policy) for split, ev in evaluators.items()}
-            row = {"params": _plain_params(policy.get_params()),
-                   "results": {s: _summary(r) for s, r in results.items()}}
-            rows.append(row)
+            played.append(Played(params, plain_params(policy.get_params()), results))
             line = "  ".join(
                 f"{s}: {fmt_ci(r['reward_mean'], r['reward_ci95'])} "
                 f"(expert {fmt(r.get('expert_frac'))})" for s, r in results.items()
-            )
-            ctx.console.print(f"  [{i + 1}/{len(candidates)}] {policy.describe()}  {line}")
-            for split, res in results.items():
-                if split not in best or res["reward_mean"] > best[split]["result"]["reward_mean"]:
-                    best[split] = {"params": row["params"], "result": res, "index": i}
-                    save_policy(
-                        ctx.run_dir / f"best_{split}.pt", policy,
-                        {**ctx.metadata, "selected": row["params"], "selected_on": split,
-                         "eval": {split: _summary(res)}},
-                    )
-            ctx.log_metrics(i, {"candidate": i, **{f"{s}/reward_mean": r["reward_mean"]
-                                                   for s, r in results.items()}})
-        self._print_table(rows, best)
-        return {
-            "candidates": rows,
-            "best": {s: {"params": b["params"], "index": b["index"],
-                         "result": _summary(b["result"])} for s, b in best.items()},
-        }
+            ) if show_results else ""
+            self.ctx.console.print(f"  [{i + 1}/{len(candidates)}] {policy.describe()}  {line}")
+        return played
 
-    def _print_table(self, rows: list[dict[str, Any]], best: Mapping[str, Any]) -> None:
+    def train(self, policy: Any, env: Any, evaluators: Mapping[str, Any]) -> AlgorithmResult:
+        ctx = self.ctx
+        played = self.play(policy, env, evaluators)
+        keeper = BestKeeper(ctx.run_dir, ctx.metadata)
+        index: dict[str, int] = {}
+        for i, cand in enumerate(played):
+            policy.set_params(cand.params)
+            for split, res in cand.results.items():
+                if keeper.offer(split, res, policy, cand.plain):
+                    index[split] = i
+            ctx.log_metrics(i, {"candidate": i, **{f"{s}/reward_mean": r["reward_mean"]
+                                                   for s, r in cand.results.items()}})
+        rows = [{"params": c.plain, "results": {s: without_episodes(r) for s, r in c.results.items()}}
+                for c in played]
+        self._print_table(rows, index)
+        return AlgorithmResult(best=keeper.best, summary={
+            "candidates": rows,
+            "best": {s: {"params": b.selected, "index": index[s], "result": b.result}
+                     for s, b in keeper.best.items()},
+        })
+
+    def _print_table(self, rows: list[dict[str, Any]], index: Mapping[str, int]) -> None:
         splits = list(rows[0]["results"]) if rows else []
         table = Table(title=f"{self.cfg['name']}: candidates")
         table.add_column("#", justify="right")
@@ -85,7 +100,7 @@ class CandidateSearch(Algorithm):
             table.add_column(f"{s} reward ± CI", justify="right")
             table.add_column(f"{s} expert frac", justify="right")
         for i, row in enumerate(rows):
-            chosen = [s for s in splits if best[s]["index"] == i]
+            chosen = [s for s in splits if index[s] == i]
             cells = []
             for s in splits:
                 r = row["results"][s]
@@ -95,7 +110,8 @@ class CandidateSearch(Algorithm):
         self.ctx.console.print(table)
 
 
-def _plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Scalar parameters for tables and summaries (fitted arrays left out)."""
     out = {}
     for k, v in params.items():
         if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0:

@@ -4,7 +4,8 @@ Per-step semantics are CoordEnv's: the novice runs once per observation (its log
 hidden features are the coordinator's observation and its sampled action is the novice's
 action); the expert runs only on the rows whose coordinator chose it (on every row with
 ``coordination.open_expert``); the coordinator acts on the CoordEnv observation dict.
-This module is the only place in :mod:`duo_cli.serve` that imports :mod:`duo_cli.experiment`.
+This module is the only place in :mod:`duo_cli.serve` that imports duo's coordination
+setup (:mod:`duo_cli.coordination.factory`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from duo_cli.checkpoint import CheckpointError, load_checkpoint
+from duo_cli.commands.common import setup_torch
 from duo_cli.config import ConfigError, resolve_path
-from duo_cli.experiment import CoordSetup, build_coord_policy, make_run_dir, setup_torch
+from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
 from duo_cli.policies.base import Policy, sample_actions
+from duo_cli.rundir import make_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class ServedCoordinator:
     def __init__(self, cfg: DictConfig, ckpt: dict, path: Path):
         device = setup_torch(cfg)
         self.device = device
-        setup = CoordSetup(cfg, device)
+        setup = CoordEnvFactory(cfg, device)
         env = setup.env("test", 1)  # spaces, agents and costs; no game is started
         self.novice, self.expert = env.novice, env.expert
         bf16 = cfg.serve.get("bf16")

@@ -71,7 +71,7 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def summarize_log(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``duo eval``-style results per episode status (``ended``, ``abandoned``, ...)."""
-    from duo_cli.evaluator import summarize_episodes
+    from duo_cli.evaluation.statistics import summarize_episodes
 
     by_status: dict[str, list] = {}
     for k, r in enumerate(records):

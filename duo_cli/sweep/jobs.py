@@ -18,7 +18,7 @@ from typing import Any
 
 from duo_cli.config import ConfigError
 from duo_cli.report.records import Point, SummaryError, read_points
-from duo_cli.run import write_json
+from duo_cli.rundir import write_json
 
 
 class JobsFailed(ConfigError):
@@ -51,7 +51,7 @@ def run_job(cfg) -> dict[str, Any]:
     try:
         from rich.console import Console
 
-        from duo_cli.experiment import train_coord
+        from duo_cli.commands.train_coord import train_coord
 
         with read_write(cfg), open_dict(cfg):
             cfg.run_dir = str(job_dir)

@@ -14,7 +14,7 @@ from duo_cli import report
 from duo_cli.config import ConfigError
 from duo_cli.report import plots, stats, tables
 from duo_cli.report.markdown import write_report
-from duo_cli.run import write_json
+from duo_cli.rundir import write_json
 from duo_cli.sweep.jobs import Job, JobsFailed, _label, _rel, collect_jobs, swept_keys, varying_keys
 
 REPORT_FILES = ("sweep_summary.json", "sweep_summary.csv", "report.md")

@@ -176,7 +176,7 @@ def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
     """The run dir: ``cfg.run_dir`` or a fresh timestamped one; refuses to clobber.
 
     ``resume=true`` continues from ``last.pt``; without one it refuses unless the
-    dir is empty.  ``claim`` (a :class:`~duo_cli.run.RunDirClaim`) records what
+    dir is empty.  ``claim`` (a :class:`~duo_cli.rundir.RunDirClaim`) records what
     this command creates, so a failure can remove it.
     """
     from duo_cli.checkpoint import TMP_SUFFIX, remove_stale_temp_files
@@ -220,7 +220,7 @@ def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
 
 
 def owns_run_dir(fn):
-    """Give ``fn`` a :class:`~duo_cli.run.RunDirClaim`; a failed call takes its files back."""
+    """Give ``fn`` a :class:`~duo_cli.rundir.RunDirClaim`; a failed call takes its files back."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         claim = RunDirClaim()

@@ -1,0 +1,123 @@
+"""PPO's rollout storage and its pieces: advantages (GAE) and reward scaling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    next_value: torch.Tensor,
+    next_done: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over a rollout of shape ``(T, N)``.
+
+    ``dones[t]`` marks that ``obs[t]`` starts a new episode; ``next_value`` is
+    the value of the state after the rollout and bootstraps the last step
+    unless ``next_done`` says that state starts a new episode.
+    Returns ``(advantages, returns)``.
+    """
+    steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(steps)):
+        if t == steps - 1:
+            nonterminal = 1.0 - next_done
+            next_values = next_value
+        else:
+            nonterminal = 1.0 - dones[t + 1]
+            next_values = values[t + 1]
+        delta = rewards[t] + gamma * next_values * nonterminal - values[t]
+        last = delta + gamma * lam * nonterminal * last
+        advantages[t] = last
+    return advantages, advantages + values
+
+
+class RewardScaler:
+    """Divides rewards by a running std of the discounted return (as in gym's NormalizeReward)."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8):
+        self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
+        self.ret = np.zeros(num_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        self.ret = self.ret * self.gamma + reward
+        self._update(self.ret)
+        self.ret[done] = 0.0
+        scaled = reward / np.sqrt(self.var + self.epsilon)
+        return np.clip(scaled, -self.clip, self.clip)
+
+    def _update(self, x: np.ndarray) -> None:
+        batch_mean, batch_var, batch_count = x.mean(), x.var(), x.size
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean += delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var, self.count = m2 / total, total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": float(self.mean), "var": float(self.var), "count": float(self.count)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
+
+def _alloc_obs(obs: Any, steps: int) -> Any:
+    if isinstance(obs, Mapping):
+        return {k: _alloc_obs(v, steps) for k, v in obs.items()}
+    arr = torch.as_tensor(obs)
+    return torch.zeros((steps, *arr.shape), dtype=arr.dtype)
+
+
+def _store_obs(buf: Any, t: int, obs: Any) -> None:
+    if isinstance(buf, dict):
+        for k, v in buf.items():
+            _store_obs(v, t, obs[k])
+    else:
+        buf[t].copy_(torch.as_tensor(obs))
+
+
+def to_tensor(obs: Any) -> Any:
+    if isinstance(obs, Mapping):
+        return {k: to_tensor(v) for k, v in obs.items()}
+    return torch.as_tensor(obs)
+
+
+def _flat_index(buf: Any, idx: torch.Tensor) -> Any:
+    if isinstance(buf, dict):
+        return {k: _flat_index(v, idx) for k, v in buf.items()}
+    # index_select copies whole rows: ~6x faster than advanced indexing for frames
+    return torch.index_select(buf.reshape(-1, *buf.shape[2:]), 0, idx)
+
+
+class Rollout:
+    """One rollout of ``num_steps`` steps of ``num_envs`` envs, allocated once.
+
+    ``obs`` mirrors the observation's structure (a tensor or a dict of tensors) with a
+    leading step axis; ``dones[t]`` marks that ``obs[t]`` starts a new episode.
+    """
+
+    def __init__(self, first_obs: Any, num_steps: int, num_envs: int):
+        self.num_steps, self.num_envs = num_steps, num_envs
+        self.obs = _alloc_obs(first_obs, num_steps)
+        self.actions = torch.zeros((num_steps, num_envs), dtype=torch.long)
+        self.logprobs = torch.zeros((num_steps, num_envs))
+        self.rewards = torch.zeros((num_steps, num_envs))
+        self.dones = torch.zeros((num_steps, num_envs))
+        self.values = torch.zeros((num_steps, num_envs))
+
+    def store_obs(self, t: int, obs: Any) -> None:
+        _store_obs(self.obs, t, obs)
+
+    def obs_rows(self, idx: torch.Tensor) -> Any:
+        """Observations of the flat sample indices ``idx`` (step-major)."""
+        return _flat_index(self.obs, idx)

@@ -1,0 +1,142 @@
+"""``duo eval CHECKPOINT``: score an agent or coordinator checkpoint on the splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from duo_cli.commands.common import close_evaluators, make_base_env, make_evaluators, setup_torch
+from duo_cli.config import ConfigError, chosen_splits, first_line, resolve_path
+from duo_cli.rundir import make_run_dir, owns_run_dir
+
+
+@dataclass
+class _Target:
+    """What is scored: the policy, the evaluators of its splits, and the run's config."""
+
+    cfg: DictConfig
+    policy: Any
+    evaluators: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@owns_run_dir
+def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
+                        overrides: list[str] | None = None, claim: Any = None) -> Path:
+    """Score the checkpoint on the chosen splits; writes ``summary.json`` (and BP on request)."""
+    from duo_cli.checkpoint import load_policy_checkpoint
+    from duo_cli.rundir import write_json
+    from duo_cli.tables import print_eval_table
+
+    path = resolve_path(checkpoint)
+    ckpt = load_policy_checkpoint(path)
+    kind = ckpt.get("kind")
+    prepare = {"agent": _agent_target, "coord": _coord_target}.get(kind)
+    if prepare is None:
+        raise ConfigError(f"{path}: unknown checkpoint kind {kind!r}; valid: agent, coord")
+    target = prepare(cfg, ckpt, path, overrides)
+    run_dir = make_run_dir(target.cfg, "eval", claim)  # everything checked: now write
+    ev = target.cfg.evaluation
+    console.print(f"[bold]evaluating[/] {path} ({kind}) on {', '.join(target.evaluators)}: "
+                  f"{ev.num_episodes} episodes each")
+    try:
+        results = {split: e.evaluate(target.policy) for split, e in target.evaluators.items()}
+    finally:
+        close_evaluators(target.evaluators)
+    print_eval_table(console, results, title=f"{path.name}")
+    summary: dict[str, Any] = {"checkpoint": str(path), "kind": kind, **results}
+    if kind == "agent" and "test" in results:
+        summary["bp"] = _measured_bp(results["test"], ckpt, path, bool(ev.get("write_bp")),
+                                     console)
+    summary.update(target.summary)
+    write_json(run_dir / "summary.json", summary)
+    return run_dir
+
+
+def _splits(cfg: DictConfig, default: list[str]) -> list[str]:
+    splits = chosen_splits(cfg)
+    return default if splits is None else splits
+
+
+def _agent_target(cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target:
+    from duo_cli.agents import agent_from_checkpoint
+    from duo_cli.checks import check_agent
+
+    device = setup_torch(cfg)
+    splits = _splits(cfg, list(cfg.evaluation.splits))
+    policy = agent_from_checkpoint(ckpt, device, name=str(path))
+    check_agent(policy, ckpt["config"]["num_actions"], cfg, str(path))
+    evaluators = make_evaluators(cfg, splits, cfg.evaluation.num_episodes,
+                                 lambda s, n: make_base_env(cfg, s, n))
+    return _Target(cfg, policy, evaluators)
+
+
+def _coord_target(cli_cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target:
+    from duo_cli.checks import load_params
+    from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
+
+    cfg = coord_eval_config(cli_cfg, ckpt, path, overrides)
+    device = setup_torch(cfg)
+    splits = _splits(cfg, [s for s in cfg.evaluation.splits if s != "train"])
+    factory = CoordEnvFactory(cfg, device)
+    evaluators = make_evaluators(cfg, splits, cfg.evaluation.num_episodes, factory.env)
+    policy = build_coord_policy(cfg, next(iter(evaluators.values())).env, device)
+    load_params(policy, ckpt["state_dict"], str(path))
+    return _Target(cfg, policy, evaluators, {"selected": ckpt["metadata"].get("selected", {})})
+
+
+def _measured_bp(test: dict, ckpt: dict, path: Path, write: bool, console: Console) -> float:
+    """BP = test reward per step; with ``write``, stored in the checkpoint's metadata."""
+    from duo_cli.checkpoint import save_checkpoint
+
+    bp = test["reward_mean"] / test["episode_length_mean"]
+    console.print(f"BP (test reward per step): {bp:.5f}")
+    if not write:
+        return bp
+    if not bp > 0:
+        raise ConfigError(
+            f"measured BP {bp:.4g} is not positive (test reward "
+            f"{test['reward_mean']:.3g}); not written into {path}"
+        )
+    ckpt["metadata"]["bp"] = bp
+    ckpt["metadata"]["bp_source"] = (
+        f"test split, {test['episodes']} episodes: reward {test['reward_mean']:.4f} / "
+        f"length {test['episode_length_mean']:.2f}"
+    )
+    ckpt.pop("format", None)
+    save_checkpoint(path, ckpt)
+    console.print(f"wrote BP into {path}")
+    return bp
+
+
+def coord_eval_config(cli_cfg: DictConfig, ckpt: dict, path: Path,
+                       overrides: list[str] | None) -> DictConfig:
+    """A coordinator is scored in the setting it was trained in (its ``run_config``), plus
+    value overrides; the file's config is data, validated like a composed one."""
+    from duo_cli.config import _group_of, validate
+
+    groups = [o for o in (overrides or []) if _group_of(o) is not None]
+    if groups:
+        raise ConfigError(
+            f"duo eval of a coordinator takes key=value overrides only, not {groups[0]!r}: "
+            f"{path} was trained with algorithm={ckpt['metadata'].get('method')}"
+        )
+    values = [o for o in (overrides or []) if "=" in o]
+    try:
+        cfg = OmegaConf.merge(OmegaConf.create(ckpt["metadata"]["run_config"]),
+                              OmegaConf.from_dotlist(values))
+        for key in ("run_dir", "overwrite", "resume", "progress"):
+            cfg[key] = cli_cfg[key]
+    except Exception as exc:  # noqa: BLE001 - malformed run_config
+        from duo_cli.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{path}: bad metadata.run_config ({first_line(exc)})") from None
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: metadata.run_config or overrides: {exc}") from None
+    return cfg

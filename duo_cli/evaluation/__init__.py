@@ -1,0 +1,1 @@
+"""Evaluation: the Evaluator (seeded, fixed quota per slot) and statistics of its results."""
