@@ -63,12 +63,21 @@ def test_selection_split_is_played_once_per_candidate(tiny_agents, tmp_path, qui
                                                       played):
     run = _train(tiny_agents, tmp_path, quiet_console, "algorithm=random",
                  "algorithm.probs=[0,0.5,1]")
-    assert played == {"val_sim": 3 * 4, "test": 4}  # 3 candidates x 4 episodes; test once
+    # 3 candidates x 4 episodes on each validator's split; test once per distinct choice
+    assert played["val_sim"] == 3 * 4 and played["val_true"] == 3 * 4
+    summary = json.loads((run / "summary.json").read_text())
+    choices = {str(v["selected"]) for v in summary["validators"].values()}
+    assert played["test"] == 4 * len(choices)
     assert json.loads((run / "summary.json").read_text())["val_sim"]["episodes"] == 4
 
 
 def test_ppo_selection_split_is_played_once_per_evaluation(tiny_agents, tmp_path, quiet_console,
                                                            played):
-    _train(tiny_agents, tmp_path, quiet_console, "algorithm=ppo", "algorithm.total_timesteps=64",
-           "algorithm.num_steps=16", "algorithm.num_minibatches=2", "algorithm.eval_every=1")
-    assert played == {"val_sim": 2 * 4, "test": 4}  # 2 iterations, each evaluated; test once
+    run = _train(tiny_agents, tmp_path, quiet_console, "algorithm=ppo",
+                 "algorithm.total_timesteps=64", "algorithm.num_steps=16",
+                 "algorithm.num_minibatches=2", "algorithm.eval_every=1")
+    # 2 iterations, each evaluated on both validators' splits; test once per distinct choice
+    assert played["val_sim"] == 2 * 4 and played["val_true"] == 2 * 4
+    summary = json.loads((run / "summary.json").read_text())
+    choices = {str(v["selected"]) for v in summary["validators"].values()}
+    assert played["test"] == 4 * len(choices)

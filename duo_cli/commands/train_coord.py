@@ -1,7 +1,9 @@
 """``duo train --type coord``: fit or select a coordinator, then score the selection on test.
 
-The algorithm plays the selection split (each candidate once, or PPO at its eval
-cadence) and hands back the best policy with its score; only test is played here.
+The algorithm plays the validation splits (each candidate once per split, or PPO at its
+eval cadence) and hands back the best policy per split with its score; only test is
+played here: the choice of ``coordination.selection_split`` is "the" result, and both
+validators' choices (``val_sim``: YRC-0, ``val_true``: the oracle) go to ``validators``.
 With ``coordination.alphas=[...]`` one job covers an α grid
 (:mod:`duo_cli.coordination.alpha_grid`).
 """
@@ -23,6 +25,7 @@ from duo_cli.commands.common import (
     run_context,
     setup_torch,
 )
+from duo_cli.coordination.alpha_grid import VALIDATORS
 from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
 from duo_cli.rundir import make_run_dir, owns_run_dir, write_json, write_text
 
@@ -58,7 +61,9 @@ def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     )
     num_episodes = cfg.evaluation.num_episodes
     train_env = factory.env("train", int(cfg.env.num_envs))
-    evaluators = make_evaluators(cfg, [selection], num_episodes, factory.env)
+    # both validators from the same training/candidates: YRC-0 (val_sim) and the oracle
+    splits = [selection, *(s for s in VALIDATORS if s != selection)]
+    evaluators = make_evaluators(cfg, splits, num_episodes, factory.env)
     policy = build_coord_policy(cfg, train_env, device)
     if cfg.resume and (run_dir / "last.pt").is_file():  # its weights must fit, before any write
         load_params(policy, load_checkpoint(run_dir / "last.pt")["state_dict"],
@@ -70,9 +75,9 @@ def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
         trained = build_algorithm(cfg, ctx).train(policy, train_env, evaluators)
         train_env.close()
         best = trained.best[selection]
-        policy.set_params(best.params)
         test = make_evaluators(cfg, ["test"], num_episodes, factory.env)
-        results = {selection: best.result, "test": test["test"].evaluate(policy)}
+        validators = _score_validators(trained.best, splits, policy, test["test"])
+        results = {selection: best.result, "test": validators[selection]["test"]}
         close_evaluators(test)
     finally:
         close_evaluators(evaluators)
@@ -92,10 +97,27 @@ def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
         "eval_num_envs": evaluators[selection].env.num_envs,
         selection: best.result,
         "test": results["test"],
+        "validators": validators,
         "train": {k: v for k, v in trained.summary.items() if k != "candidates"},
     }
     write_json(run_dir / "summary.json", summary)
     return run_dir
+
+
+def _score_validators(best: dict, splits: list[str], policy: Any, test: Any) -> dict[str, Any]:
+    """Each validator's choice scored on test; a choice two validators share plays once."""
+    out: dict[str, Any] = {}
+    for split in splits:
+        chosen = best[split]
+        same = next((s for s in out if best[s].selected == chosen.selected), None)
+        if same is None:
+            policy.set_params(chosen.params)
+            result = test.evaluate(policy)
+        else:
+            result = out[same]["test"]
+        out[split] = {"selected": chosen.selected, "result": chosen.result, "test": result}
+    policy.set_params(best[splits[0]].params)
+    return out
 
 
 def _train_coord_grid(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
