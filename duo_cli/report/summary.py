@@ -14,7 +14,8 @@ from duo_cli.report import stats
 from duo_cli.report.records import VALIDATORS, Point
 
 SKYLINE = "skyline"
-
+#: the benchmark's two reference baselines every method is compared with
+NOVICE, EXPERT = "always_novice", "always_expert"
 
 
 def is_skyline(method: str) -> bool:
@@ -27,8 +28,6 @@ def best_skyline(aucs: Mapping[str, float]) -> str | None:
     """The task's skyline: the skyline variant with the highest finite, nonzero AUC."""
     cands = [m for m in sorted(aucs) if is_skyline(m) and math.isfinite(aucs[m]) and aucs[m]]
     return max(cands, key=aucs.get) if cands else None
-#: the benchmark's two reference baselines every method is compared with
-NOVICE, EXPERT = "always_novice", "always_expert"
 
 
 @dataclass
