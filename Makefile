@@ -29,10 +29,10 @@ test: install  ## run the whole test suite (slow tests included)
 test-fast: install  ## skip tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
-demo: install  ## compare always-novice, always-expert, random and logit on the shipped coinrun agents
-	$(BIN)/duo sweep algorithm=always_novice,always_expert,random,logit \
-	  coordination.expert_query_cost_weight=0.4 evaluation.num_episodes=128 evaluation.num_envs=32 \
-	  env.num_envs=32 env.num_threads=0 torch_threads=1 progress=false \
+demo: install  ## the MiniGrid suite (3 tasks x 4 methods x 6 alphas) on the shipped agents, with report.md
+	$(BIN)/duo sweep benchmark=minigrid env.task=DoorKey,LavaGap,DistShift \
+	  algorithm=random,logit,always_novice,always_expert \
+	  evaluation.num_episodes=64 evaluation.num_envs=32 env.num_envs=32 torch_threads=1 progress=false \
 	  hydra/launcher=joblib hydra.launcher.n_jobs=2
 
 bench: install  ## speed benchmarks, one `name: value` line per figure

@@ -5,7 +5,8 @@ Per task, from ``runs/minigrid_agents/<task>/``:
 - ``novice.pt``: the novice run's ``best_val_sim.pt`` (best held-out easy reward);
 - ``expert.pt``: the expert run's ``best_val_true.pt`` (best held-out hard reward);
 - ``sim_novice.pt``: the novice run's snapshot, from its learning phase, whose ``val_sim``
-  reward (128 episodes) is closest to the novice's ``val_true`` reward, so that the
+  reward (128 episodes) is closest to the novice's ``val_true`` reward (about ten
+  snapshots evenly spaced up to the first evaluation at 90% of the best), so that the
   simulated gap (sim_novice -> novice, on easy levels) mimics the real one (novice ->
   expert, on hard levels). Only held-out splits are used; test is never looked at.
 
@@ -59,8 +60,10 @@ def pick_sim_novice(task: str) -> tuple[Path, dict]:
     # the learning phase: up to the first periodic evaluation at >= 90% of the best
     best = max(r for _, r in curve)
     end = next(step for step, r in curve if r >= 0.9 * best)
-    snaps = sorted((int(p.stem.split("_")[1]), p) for p in run.glob("step_*.pt"))
-    scored = [(step, p, _score(p, task, "val_sim", 128)) for step, p in snaps if step <= end]
+    snaps = [(s, p) for s, p in sorted((int(p.stem.split("_")[1]), p) for p in run.glob("step_*.pt"))
+             if s <= end]
+    snaps = snaps[::max(1, len(snaps) // 10)]  # at most ~10 candidates
+    scored = [(step, p, _score(p, task, "val_sim", 128)) for step, p in snaps]
     step, path, reward = min(scored, key=lambda s: abs(s[2] - target))
     info = {"target_val_true_of_novice": target, "chosen_step": step, "chosen_val_sim": reward,
             "candidates": [(s, r) for s, _, r in scored]}
