@@ -83,7 +83,10 @@ def test_comparisons_winners_skyline_and_aggregate():
     assert lm["mean"] == pytest.approx((logit["skyline_ratio"] + ratio_b) / 2)
     assert lm["iqm_ci95"][0] <= lm["iqm"] <= lm["iqm_ci95"][1]
     assert lm["tasks"] == ["A", "B"] and lm["prob_improvement"]["always_novice"]["value"] > 0.5
-    assert built["wins"]["logit"] == {"wins": 2, "sole_wins": 0, "tasks_won": ["A", "B"]}
+    w = built["wins"]["logit"]
+    assert (w["wins"], w["sole_wins"], w["tasks_won"]) == (2, 0, ["A", "B"])
+    # the twins tie at the top: no win under the benchmark's rule nor under the paired one
+    assert w["benchmark"] == w["paired"] == {"wins": 0, "tasks": []}
     assert built["wins"]["always_novice"]["wins"] == 0 and "skyline" not in built["wins"]
 
 

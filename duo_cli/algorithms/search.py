@@ -163,7 +163,7 @@ class OODSearch(_PercentileSearch):
     """Fit the detector on novice features from the train split; percentile thresholds."""
 
     def candidates(self, policy, env):
-        feats = collect_novice_obs(env, policy.feature, int(self.cfg["fit_steps"]), self.ctx.seed)
+        feats = policy.fit_features(env, int(self.cfg["fit_steps"]), self.ctx.seed)
         max_fit = int(self.cfg.get("max_fit_samples") or len(feats))
         if len(feats) > max_fit:
             rng = np.random.default_rng(self.ctx.seed)

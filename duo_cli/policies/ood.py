@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,12 +13,88 @@ from duo_cli.policies.coord import CoordPolicy, as_numpy
 
 logger = logging.getLogger(__name__)
 
+#: the base observation (flattened, scaled by its space's upper bound to [0, 1])
+OBS = ("obs", "base_obs")
+
+
+def parse_features(feature: Any) -> list[str]:
+    """``policy.feature`` as a list: one CoordEnv feature, a ``+``-joined string or a list."""
+    if isinstance(feature, str):
+        parts = feature.split("+")
+    elif isinstance(feature, Sequence):
+        parts = [str(f) for f in feature]
+    else:
+        parts = [str(feature)]
+    parts = [p.strip() for p in parts]
+    if not parts or not all(parts):
+        raise ValueError(f"policy.feature {feature!r} names no feature")
+    return parts
+
+
+class Features:
+    """Maps a CoordEnv observation dict to the detector's feature rows.
+
+    Each part is one of ``obs`` (alias ``base_obs``: flattened and divided by the
+    observation space's upper bound), ``<agent>_dist`` (softmax of ``<agent>_logits``)
+    or any CoordEnv key used as it is (e.g. ``novice_hidden``, ``novice_logits``); the
+    parts are concatenated in order.  A single plain key gives that key's array unchanged.
+    """
+
+    def __init__(self, parts: list[str], space: Any) -> None:
+        keys = list(getattr(space, "spaces", {}))
+        choices = ", ".join(["obs", *keys, *(k.replace("_logits", "_dist") for k in keys
+                                             if k.endswith("_logits"))])
+        self.parts, self.space = parts, space
+        self.keys: list[str] = []
+        self.scale: dict[str, np.ndarray] = {}
+        for p in parts:
+            key = "base_obs" if p in OBS else p.replace("_dist", "_logits") if p.endswith(
+                "_dist") else p
+            if keys and key not in keys:
+                from duo_cli.config import ConfigError
+
+                raise ConfigError(f"unknown policy.feature part {p!r}; valid choices: {choices}")
+            if p in OBS and keys:
+                high = np.asarray(space[key].high, dtype=np.float64).reshape(-1)
+                self.scale[p] = np.where(np.isfinite(high) & (high > 0), 1.0 / high, 1.0)
+            if key not in self.keys:
+                self.keys.append(key)
+
+    def __call__(self, obs: Mapping[str, Any]) -> np.ndarray:
+        cols = []
+        for p in self.parts:
+            if p in OBS:
+                x = as_numpy(obs["base_obs"])
+                x = x.reshape(len(x), -1).astype(np.float32)
+                if p in self.scale:
+                    x = x * self.scale[p].astype(np.float32)
+            elif p.endswith("_dist"):
+                z = as_numpy(obs[p.replace("_dist", "_logits")]).astype(np.float64)
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                x = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+            else:
+                x = as_numpy(obs[p])
+            cols.append(x)
+        return cols[0] if len(cols) == 1 else np.concatenate(
+            [np.asarray(c, dtype=np.float32) for c in cols], axis=1)
+
+    def collect(self, env: Any, num_steps: int, seed: int) -> np.ndarray:
+        """Let the novice alone play ``env`` for ``num_steps`` steps; stack the feature rows."""
+        obs, _ = env.reset(seed=seed)
+        novice = np.full(env.num_envs, env.NOVICE)
+        out = [np.array(self(obs), copy=True)]
+        for _ in range(num_steps - 1):
+            obs, *_ = env.step(novice)
+            out.append(np.array(self(obs), copy=True))
+        return np.concatenate(out, axis=0)
+
 
 class OODPolicy(CoordPolicy):
     """Queries the expert when a detector's anomaly score is >= ``threshold``.
 
-    The detector (default pyod's DeepSVDD) is fit on ``novice_hidden`` features
-    met while the novice alone plays the train split.  pyod's convention is
+    The detector (default pyod's DeepSVDD) is fit on the ``feature`` rows (default
+    ``novice_hidden``; a ``+``-joined string or a list combines several, see
+    :class:`Features`) met while the novice alone plays the train split.  pyod's convention is
     that *larger* ``decision_function`` scores are *more* anomalous.
     The fit features are kept as plain data, and a loaded policy refits the
     detector from them with the same seed, so checkpoints hold no pickled objects.
@@ -25,7 +102,10 @@ class OODPolicy(CoordPolicy):
 
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        self.feature = str(cfg.get("feature", "novice_hidden"))
+        raw = cfg.get("feature", "novice_hidden")
+        self.parts = parse_features(list(raw) if not isinstance(raw, str) else raw)
+        self.feature = "+".join(self.parts)
+        self.featurize = Features(self.parts, getattr(env, "single_observation_space", None))
         self.detector_cfg = dict(cfg.get("detector") or {})
         self.threshold = float(cfg.get("threshold") or 0.0)
         self.features: np.ndarray | None = None
@@ -51,6 +131,10 @@ class OODPolicy(CoordPolicy):
             np.random.set_state(np_state)
         return self.anomaly(features)
 
+    def fit_features(self, env: Any, num_steps: int, seed: int) -> np.ndarray:
+        """The feature rows of ``num_steps`` steps of the novice alone in ``env``."""
+        return self.featurize.collect(env, num_steps, seed)
+
     def anomaly(self, features: np.ndarray) -> np.ndarray:
         """Anomaly score (larger = more out of distribution)."""
         if self.detector is None:
@@ -58,7 +142,7 @@ class OODPolicy(CoordPolicy):
         return np.asarray(self.detector.decision_function(np.asarray(features, np.float32)))
 
     def decide(self, obs):
-        return self.anomaly(as_numpy(obs[self.feature])) >= self.threshold
+        return self.anomaly(self.featurize(obs)) >= self.threshold
 
     def get_params(self):
         params: dict[str, Any] = {"threshold": self.threshold, "feature": self.feature}
@@ -68,7 +152,10 @@ class OODPolicy(CoordPolicy):
 
     def set_params(self, params):
         self.threshold = float(params["threshold"])
-        self.feature = str(params.get("feature", self.feature))
+        if "feature" in params and str(params["feature"]) != self.feature:
+            self.parts = parse_features(str(params["feature"]))
+            self.feature = "+".join(self.parts)
+            self.featurize = Features(self.parts, self.featurize.space)
         if "fit_features" in params:
             feats = np.asarray(as_numpy(params["fit_features"]), dtype=np.float32)
             if self.detector is None or not np.array_equal(feats, self.features):

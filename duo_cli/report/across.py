@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from duo_cli.report.stats import prob_improvement_levels
-from duo_cli.report.summary import EXPERT, NOVICE, SKYLINE, Curve, _paired
+from duo_cli.report.summary import EXPERT, NOVICE, SKYLINE, Curve, _paired, is_skyline
 
 
 def reference(result: Mapping[str, Any]) -> tuple[str, float] | None:
     """``(name, AUC)`` of the task's normalising reference, or ``None``."""
     methods = result["methods"]
-    for names in ((SKYLINE,), (NOVICE, EXPERT)):
+    for names in ((result.get("skyline") or SKYLINE,), (NOVICE, EXPERT)):
         cands = [(methods[n]["auc"], n) for n in names
                  if n in methods and math.isfinite(methods[n]["auc"]) and methods[n]["auc"] > 0]
         if cands:
@@ -128,7 +128,7 @@ def count_wins(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, 
     wins: dict[str, dict[str, Any]] = {}
     for t, r in results.items():
         for m in r["methods"]:
-            if m != SKYLINE:
+            if not is_skyline(m):
                 wins.setdefault(m, {"wins": 0, "sole_wins": 0, "tasks_won": []})
         for m in r["winners"]:
             w = wins.setdefault(m, {"wins": 0, "sole_wins": 0, "tasks_won": []})

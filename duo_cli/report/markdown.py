@@ -51,10 +51,62 @@ def _task(name: str, r: Mapping[str, Any], plot: str | None) -> list[str]:
     out += _table(["method", "vs", "AUC difference [95% CI]", "P(improvement) [95% CI]"], rows)
     out += [f"Winner(s): {', '.join(r['winners']) or '-'}; best non-learned baseline: "
             f"{r['best_baseline'] or '-'}.", ""]
+    out += _validators(ranked)
+    rw = r.get("rule_winners") or {}
+    if rw.get("top"):
+        out += [f"Among the non-RL methods: top {rw['top']}, runner-up {rw['runner_up'] or '-'} "
+                f"(AUC difference {num(rw['auc_diff'], signed=True)} {ci(rw['auc_diff_ci95'])})"
+                f"; winner under the benchmark's rule: {rw['benchmark'] or 'none (tie)'}, under "
+                f"the paired rule: {rw['paired'] or 'none (CI includes 0)'}.", ""]
     notes = [f"{m}: {n}" for m, v in ranked for n in v.get("notes", [])]
     out += [f"- {n}" for n in notes] + ([""] if notes else [])
     if plot:
         out += [f"![{name}]({plot})", ""]
+    return out
+
+
+def _validators(ranked: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    rows = []
+    for m, v in ranked:
+        val = v.get("validators") or {}
+        if not all(k in val for k in ("val_sim", "val_true")):
+            continue
+        gap = val.get("gap") or {}
+        fb = [k for k in ("val_sim", "val_true") if val[k].get("fallback")]
+        rows.append([m, *(f"{num(val[k]['auc'])} {ci(val[k]['auc_ci95'])}"
+                          for k in ("val_sim", "val_true")),
+                     f"{num(gap.get('auc_diff'), signed=True)} {ci(gap.get('auc_diff_ci95'))}",
+                     f"{num(gap.get('prob_improvement'))}",
+                     ("= test: " + ", ".join(fb)) if fb else "-"])
+    if not rows:
+        return []
+    return ["AUC of each validator's choice and the validator gap (val_true - val_sim, paired):",
+            "", *_table(["method", "val_sim (YRC-0) [95% CI]", "val_true (oracle) [95% CI]",
+                         "gap [95% CI]", "P(gap > 0)", "fallback"], rows)]
+
+
+def _ratio_cell(r: Mapping[str, Any] | None) -> str:
+    if not r or r.get("ratio") is None:
+        return "-"
+    return f"{num(r['ratio'])} {ci(r.get('ratio_ci95'))} ({r['method']})"
+
+
+def _skyline_ratios(summary: Mapping[str, Any], plot: str | None) -> list[str]:
+    rows = [[t, f"{r['skyline_ratios']['skyline']} ({num(r['skyline_ratios']['skyline_auc'])})",
+             *(_ratio_cell(r["skyline_ratios"].get(k)) for k in
+               ("val_sim", "val_true", "oracle_proposer"))]
+            for t, r in summary["tasks"].items() if r.get("skyline_ratios")]
+    if not rows:
+        return []
+    out = ["## Ratio to the skyline", "",
+           "Best non-RL method's AUC / the skyline's AUC with each method chosen by the "
+           "simulated validator (YRC-0) and by the oracle validator, and the oracle proposer "
+           "(the skyline's coordinator chosen by the simulated validator) / the skyline; "
+           "paired 95% CIs:", "",
+           *_table(["task", "skyline (AUC)", "YRC-0 [95% CI] (method)",
+                    "oracle validator [95% CI] (method)", "oracle proposer [95% CI]"], rows)]
+    if plot:
+        out += [f"![ratios to the skyline]({plot})", ""]
     return out
 
 
@@ -67,15 +119,21 @@ def _aggregate(summary: Mapping[str, Any]) -> list[str]:
         a = agg["methods"].get(m, {})
         p = a.get("prob_improvement", {})
         w = wins.get(m, {"wins": 0, "sole_wins": 0, "tasks_won": []})
+        rule = [(f"{w[k]['wins']} ({', '.join(w[k]['tasks']) or '-'})" if k in w else "-")
+                for k in ("benchmark", "paired")]
         rows.append([m, f"{num(a.get('iqm'))} {ci(a.get('iqm_ci95'))}",
                      f"{num(a.get('mean'))} {ci(a.get('mean_ci95'))}",
                      *(f"{num(p[b]['value'])} {ci(p[b]['ci95'])}" if b in p else "-"
                        for b in ("always_novice", "always_expert")),
                      f"{w['wins']} ({w['sole_wins']} alone)",
-                     ", ".join(w["tasks_won"]) or "-"])
+                     ", ".join(w["tasks_won"]) or "-", *rule])
     return ["## Across tasks", "", f"References: {refs}.", "",
+            "wins: tasks won with CI ties included; benchmark rule: strictly the highest mean "
+            "AUC among the non-RL methods; paired rule: the highest with the paired 95% CI of "
+            "its difference to the runner-up excluding 0 (tasks in brackets).", "",
             *_table(["method", "IQM [95% CI]", "mean [95% CI]", "P > always_novice",
-                     "P > always_expert", "wins", "tasks won"], rows)]
+                     "P > always_expert", "wins", "tasks won", "wins (benchmark rule)",
+                     "wins (paired rule)"], rows)]
 
 
 def write_report(path: Path, summary: Mapping[str, Any], plots: Mapping[str, str]) -> Path:
@@ -90,6 +148,7 @@ def write_report(path: Path, summary: Mapping[str, Any], plots: Mapping[str, str
         lines += _aggregate(summary)
         if "summary" in plots:
             lines += [f"![ratio to the reference per task]({plots['summary']})", ""]
+        lines += _skyline_ratios(summary, plots.get("skyline_ratios"))
     if summary["failed_jobs"]:
         lines += ["## Jobs without a result", ""]
         lines += _table(["job", "status", "overrides", "error"], [

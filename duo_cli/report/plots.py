@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from duo_cli.report.summary import SKYLINE
+from duo_cli.report.summary import SKYLINE, is_skyline
 
 
 def safe(name: str) -> str:
@@ -48,7 +48,7 @@ def plot_task(path: Path, name: str, result: Mapping[str, Any]) -> Path:
         lo = np.array([_nan((p["reward_ci95"] or [np.nan])[0]) for p in pts])
         hi = np.array([_nan((p["reward_ci95"] or [np.nan, np.nan])[1]) for p in pts])
         e = np.array([_nan(p["expert_frac"]) for p in pts])
-        style = "--" if method == SKYLINE else "-"
+        style = "--" if is_skyline(method) else "-"
         line, = ax_r.plot(a, r, style, marker="o", label=f"{method} (AUC {m['auc']:.3g})")
         ax_r.fill_between(a, lo, hi, alpha=0.2, color=line.get_color())
         ax_e.plot(a, e, style, marker="o", color=line.get_color())
@@ -73,7 +73,8 @@ def plot_ratios(path: Path, summary: Mapping[str, Any]) -> Path | None:
     tasks = list(refs)
     if not tasks:
         return None
-    methods = sorted({m for t in tasks for m in summary["tasks"][t]["methods"]} - {SKYLINE})
+    methods = sorted(m for m in {m for t in tasks for m in summary["tasks"][t]["methods"]}
+                     if not is_skyline(m))
     if not methods:
         return None
     fig = _figure(max(6.0, 1.2 * len(tasks) * max(1, len(methods)) / 3 + 3), 4.5)
@@ -103,9 +104,47 @@ def plot_ratios(path: Path, summary: Mapping[str, Any]) -> Path | None:
     return _save(fig, path)
 
 
+#: the three bars per task of :func:`plot_skyline_ratios`
+RATIO_BARS = (("val_sim", "best non-RL, YRC-0 validator"),
+              ("val_true", "best non-RL, oracle validator"),
+              ("oracle_proposer", "oracle proposer (skyline's PPO, YRC-0)"))
+
+
+def plot_skyline_ratios(path: Path, summary: Mapping[str, Any]) -> Path | None:
+    """The benchmark's figure: per task three bars (best non-RL AUC / skyline AUC under the
+    simulated and the oracle validator, oracle proposer / skyline) with 95% CIs."""
+    tasks = [t for t, r in summary["tasks"].items() if r.get("skyline_ratios")]
+    if not tasks:
+        return None
+    fig = _figure(max(6.0, 1.6 * len(tasks) + 3), 4.5)
+    ax = fig.subplots()
+    width = 0.8 / len(RATIO_BARS)
+    x = np.arange(len(tasks))
+    for i, (key, label) in enumerate(RATIO_BARS):
+        vals, err = [], [[], []]
+        for t in tasks:
+            r = summary["tasks"][t]["skyline_ratios"].get(key) or {}
+            val, ci = _nan(r.get("ratio")), r.get("ratio_ci95")
+            vals.append(val)
+            err[0].append(0 if not ci or not np.isfinite(val) else max(val - ci[0], 0))
+            err[1].append(0 if not ci or not np.isfinite(val) else max(ci[1] - val, 0))
+        ax.bar(x + (i - (len(RATIO_BARS) - 1) / 2) * width, vals, width, yerr=err, capsize=3,
+               label=label)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks(x, [f"{t}\n(/{summary['tasks'][t]['skyline_ratios']['skyline']})"
+                      for t in tasks])
+    ax.set_ylabel("AUC / skyline AUC (95% CI)")
+    ax.set_title("ratio to the skyline: validator choice vs proposer")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
 def plot_all(sweep_dir: Path, summary: Mapping[str, Any]) -> list[Path]:
-    """``plot_<task>.png`` per task and ``plot_summary.png``; returns the paths written."""
+    """``plot_<task>.png`` per task, ``plot_summary.png`` and ``plot_skyline_ratios.png``;
+    returns the paths written."""
     out = [plot_task(sweep_dir / f"plot_{safe(name)}.png", name, result)
            for name, result in summary["tasks"].items()]
     ratios = plot_ratios(sweep_dir / "plot_summary.png", summary)
-    return out + ([ratios] if ratios else [])
+    sky = plot_skyline_ratios(sweep_dir / "plot_skyline_ratios.png", summary)
+    return out + [p for p in (ratios, sky) if p]

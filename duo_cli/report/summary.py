@@ -11,11 +11,23 @@ from typing import Any
 import numpy as np
 
 from duo_cli.report import stats
-from duo_cli.report.records import Point
+from duo_cli.report.records import VALIDATORS, Point
 
 SKYLINE = "skyline"
 #: the benchmark's two reference baselines every method is compared with
 NOVICE, EXPERT = "always_novice", "always_expert"
+
+
+def is_skyline(method: str) -> bool:
+    """A skyline variant (``skyline``, ``skyline_obs``, ...): the PPO coordinator trained
+    on the test distribution; never a contender, "the" skyline is the best variant."""
+    return method.startswith(SKYLINE)
+
+
+def best_skyline(aucs: Mapping[str, float]) -> str | None:
+    """The task's skyline: the skyline variant with the highest finite, nonzero AUC."""
+    cands = [m for m in sorted(aucs) if is_skyline(m) and math.isfinite(aucs[m]) and aucs[m]]
+    return max(cands, key=aucs.get) if cands else None
 
 
 @dataclass
@@ -29,6 +41,7 @@ class Curve:
     seeds: list[int] = field(default_factory=list)   # complete seeds (every alpha, rewards)
     levels: np.ndarray | None = None                 # [alphas, seeds, levels]
     notes: list[str] = field(default_factory=list)
+    fallback: bool = False  # (validator curve) some point had no result of its own: test
 
     def finish(self) -> None:
         """Pick the seeds with every alpha and per-episode rewards; stack their levels."""
@@ -165,7 +178,7 @@ def task_summary(curves: Mapping[str, Curve], n_boot: int, seed: int) -> dict[st
     (ties by paired CI), the best non-learned baseline and the skyline ratios."""
     methods = {m: curve_summary(c, n_boot, seed) for m, c in sorted(curves.items())}
     aucs = {m: v["auc"] for m, v in methods.items()}
-    contenders = {m: a for m, a in aucs.items() if m != SKYLINE and math.isfinite(a)}
+    contenders = {m: a for m, a in aucs.items() if not is_skyline(m) and math.isfinite(a)}
     non_learned = [m for m in contenders if not curves[m].learned]
     best = max(sorted(non_learned), key=contenders.get) if non_learned else None
     runner_up = max(sorted(m for m in non_learned if m != best), key=contenders.get,
@@ -182,37 +195,52 @@ def task_summary(curves: Mapping[str, Curve], n_boot: int, seed: int) -> dict[st
         v["comparisons"] = {b: {"roles": r, **cmp(m, b)} for b, r in roles.items()}
     win = stats.winners(contenders, lambda m, top: tuple(
         cmp(m, top)["auc_diff_ci95"] or (math.nan, math.nan)))
-    sky = curves.get(SKYLINE)
-    if sky is not None and math.isfinite(aucs[SKYLINE]) and aucs[SKYLINE] != 0:
+    sky = best_skyline(aucs)
+    if sky is not None:
         for m, v in methods.items():
             v["skyline_ratio"], v["skyline_ratio_ci95"] = skyline_ratio(
-                curves[m], sky, aucs[m], aucs[SKYLINE], n_boot, seed)
+                curves[m], curves[sky], aucs[m], aucs[sky], n_boot, seed)
     return {
         "alphas": sorted({a for c in curves.values() for a in c.alphas}),
-        "methods": methods, "winners": win, "best_baseline": best,
+        "methods": methods, "winners": win, "best_baseline": best, "skyline": sky,
     }
+
+
+def _add(curves: dict[str, Curve], p: Point, test: Mapping[str, Any]) -> bool:
+    """Add ``test`` at ``p``'s alpha and seed; False when that point is already there."""
+    c = curves.setdefault(p.method, Curve(p.method))
+    c.learned = c.learned or p.learned
+    runs = c.by_alpha.setdefault(round(p.alpha, 10), {})
+    if p.seed in runs:
+        return False
+    runs[p.seed] = test
+    return True
 
 
 def group_points(points: Sequence[Point]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Group by task (and beta, when betas vary) and method.
 
-    :returns: ``({group: {"task", "beta", "curves": {method: Curve}}}, notes)``.
+    :returns: ``({group: {"task", "beta", "curves": {method: Curve}, "validators":
+        {validator: {method: Curve}}}}, notes)``: ``curves`` hold "the" results,
+        ``validators`` the test results of each validator's choice.
     """
     betas = {p.beta for p in points}
     groups: dict[str, dict[str, Any]] = {}
     notes = []
     for p in points:
         name = p.task if len(betas) <= 1 else f"{p.task} beta={p.beta:g}"
-        g = groups.setdefault(name, {"task": p.task, "beta": p.beta, "curves": {}})
-        c = g["curves"].setdefault(p.method, Curve(p.method))
-        c.learned = c.learned or p.learned
-        runs = c.by_alpha.setdefault(round(p.alpha, 10), {})
-        if p.seed in runs:
+        g = groups.setdefault(name, {"task": p.task, "beta": p.beta, "curves": {},
+                                     "validators": {v: {} for v in VALIDATORS}})
+        if not _add(g["curves"], p, p.test):
             notes.append(f"{name}/{p.method}: alpha {p.alpha:g} seed {p.seed} appears twice; "
                          "the first result is used")
             continue
-        runs[p.seed] = p.test
+        for v in VALIDATORS:
+            _add(g["validators"][v], p, p.validators.get(v, p.test))
+            if v in p.fallback or v not in p.validators:
+                g["validators"][v][p.method].fallback = True
     for g in groups.values():
-        for c in g["curves"].values():
+        for c in [*g["curves"].values(), *(c for vc in g["validators"].values()
+                                           for c in vc.values())]:
             c.finish()
     return dict(sorted(groups.items())), notes

@@ -142,8 +142,11 @@ def print_aggregate(console: Console, summary: Mapping[str, Any]) -> None:
         f"across {len(summary['tasks'])} tasks: normalised score (AUC / "
         f"{' or '.join(refs) or 'reference'} AUC), stratified bootstrap 95% CIs",
         "P>nov, P>exp: probability of improvement over always_novice / always_expert, "
-        "averaged over tasks. wins: tasks won (ties included), sole wins in brackets")
-    for col in ("method", "IQM [95% CI]", "mean [95% CI]", "P>nov", "P>exp", "wins"):
+        "averaged over tasks. wins: tasks won (ties included), sole wins in brackets; "
+        "bench / paired: wins among the non-RL methods under the benchmark's rule (strictly "
+        "the highest mean AUC) and under the paired one (CI to the runner-up excludes 0)")
+    for col in ("method", "IQM [95% CI]", "mean [95% CI]", "P>nov", "P>exp", "wins", "bench",
+                "paired"):
         _col(table, col, right=col != "method")
     names = sorted(set(agg["methods"]) | set(wins),
                    key=lambda m: -agg["methods"].get(m, {}).get("iqm", -math.inf))
@@ -156,7 +159,28 @@ def print_aggregate(console: Console, summary: Mapping[str, Any]) -> None:
             f"{num(a.get('mean'))} {ci(a.get('mean_ci95'))}",
             num(p.get("always_novice", {}).get("value")),
             num(p.get("always_expert", {}).get("value")),
-            f"{w['wins']} ({w['sole_wins']})" if w else "-")
+            f"{w['wins']} ({w['sole_wins']})" if w else "-",
+            *(str(w[k]["wins"]) if w and k in w else "-" for k in ("benchmark", "paired")))
+    _print(console, table)
+
+
+def print_skyline_ratios(console: Console, summary: Mapping[str, Any]) -> None:
+    """Per task the three ratios to the skyline (the benchmark's figure) with 95% CIs."""
+    rows = [(t, r["skyline_ratios"]) for t, r in summary["tasks"].items()
+            if r.get("skyline_ratios")]
+    if not rows:
+        return
+    table = _table("ratio to the skyline: best non-RL AUC / skyline AUC under the YRC-0 and "
+                   "the oracle validator; oracle proposer / skyline (95% CIs)")
+    for col in ("task", "YRC-0", "oracle val.", "proposer"):
+        _col(table, col, right=col != "task")
+    for t, r in rows:
+        cells = []
+        for k in ("val_sim", "val_true", "oracle_proposer"):
+            v = r.get(k) or {}
+            cells.append("-" if v.get("ratio") is None else
+                         f"{num(v['ratio'])} {ci(v.get('ratio_ci95'))}\n{v['method']}")
+        table.add_row(f"{t}\n/{r['skyline']}", *cells)
     _print(console, table)
 
 
@@ -178,6 +202,7 @@ def print_summary(console: Console, summary: Mapping[str, Any], label=" ".join) 
         print_task(console, name, result)
     if summary["tasks"]:
         print_aggregate(console, summary)
+        print_skyline_ratios(console, summary)
     print_failed(console, summary["failed_jobs"], label)
     jobs = summary["jobs"]
     bad = {k: jobs[k] for k in ("failed", "invalid", "incomplete") if jobs.get(k)}

@@ -87,7 +87,7 @@ def summarize(sweep_dir: Path, console, n_boot: int = stats.N_BOOT) -> dict[str,
     write_csv(sweep_dir / "sweep_summary.csv", summary)
     written = plots.plot_all(sweep_dir, summary)
     by_name = {f"plot_{plots.safe(n)}.png": n for n in summary["tasks"]}
-    links = {by_name.get(p.name, "summary"): p.name for p in written}
+    links = {by_name.get(p.name, p.stem.removeprefix("plot_")): p.name for p in written}
     write_report(sweep_dir / "report.md", summary, links)
     keys = swept_keys(sweep_dir)
     if keys is None:
