@@ -43,7 +43,8 @@ def test_every_variant_composes_with_its_own_name(name):
         assert cfg.policy.feature.split("+") == SETS[rest]
         assert cfg.algorithm._target_.endswith("OODSearch")
     elif kind == "skyline":
-        assert list(cfg.policy.features) == SETS[rest] and cfg.algorithm.skyline
+        assert list(cfg.policy.features) == SETS[rest]
+        assert cfg.coordination.train_setting == "test"
         assert cfg.algorithm.total_timesteps < 1_000_000  # sized for a 2-core CPU
     elif name == "random_half":
         assert list(cfg.algorithm.probs) == [0.5]
