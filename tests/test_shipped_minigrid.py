@@ -70,3 +70,17 @@ def test_coordination_run_per_task_with_shipped_agents(task, tmp_path):
     summary = json.loads(Path(run_dir / "summary.json").read_text())
     assert summary["task"] == task and summary["test"]["episodes"] == 16
     assert 0.0 <= summary["test"]["expert_frac"] <= 1.0
+
+
+@pytest.mark.parametrize("env_args", [[], ["env=minigrid", "env.task=DoorKey"]])
+def test_eval_reads_the_env_from_the_checkpoint(env_args, tmp_path):
+    run_dir = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, "-m", "duo_cli.cli", "eval", str(SHIPPED / "DoorKey" / "expert.pt"),
+         *env_args, "split=test", "evaluation.num_episodes=8", "evaluation.num_envs=8",
+         "torch_threads=1", "progress=false", f"run_dir={run_dir}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test"]["episodes"] == 8 and summary["test"]["reward_mean"] > 0.5

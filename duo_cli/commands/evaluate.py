@@ -66,6 +66,7 @@ def _agent_target(cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target
     from duo_cli.agents import agent_from_checkpoint
     from duo_cli.checks import check_agent
 
+    cfg = _env_of_checkpoint(cfg, ckpt, overrides)
     device = setup_torch(cfg)
     splits = _splits(cfg, list(cfg.evaluation.splits))
     policy = agent_from_checkpoint(ckpt, device, name=str(path))
@@ -73,6 +74,20 @@ def _agent_target(cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target
     evaluators = make_evaluators(cfg, splits, cfg.evaluation.num_episodes,
                                  lambda s, n: make_base_env(cfg, s, n))
     return _Target(cfg, policy, evaluators)
+
+
+def _env_of_checkpoint(cfg: DictConfig, ckpt: dict, overrides) -> DictConfig:
+    """Without ``env=`` / ``env.name`` / ``env.task`` on the command line, an agent is scored
+    in the env its checkpoint names (e.g. a MiniGrid DoorKey agent on DoorKey)."""
+    from duo_cli.config import compose
+
+    env = ckpt.get("config", {}).get("env") or {}
+    name, task = env.get("name"), env.get("task")
+    given = any(o.lstrip("+~").split("=")[0] in ("env", "env.name", "env.task")
+                for o in overrides or [])
+    if given or not name or not task or (name, task) == (cfg.env.name, cfg.env.task):
+        return cfg
+    return compose([f"env={name}", f"env.task={task}", *(overrides or [])])
 
 
 def _coord_target(cli_cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target:
