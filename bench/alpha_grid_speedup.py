@@ -5,8 +5,8 @@ Both sides produce the same numbers (test reward at every alpha under both valid
 each validation split once, each chosen candidate plays test once); *per alpha* is one
 such job per alpha, which replays every candidate at every alpha, as a sweep with one
 job per alpha does. The jobs run in this process, interleaved per method, on MiniGrid
-DoorKey with the shipped agents and the
-demo's methods and episode counts.
+LavaGap (short episodes, so the bench stays short) with the shipped agents, the demo's
+methods and 32 episodes per split.
 
 Prints ``sweep_alpha_grid_shared_s``, ``sweep_alpha_grid_per_alpha_s`` and
 ``sweep_alpha_grid_speedup`` (per alpha / shared; target >= 4).
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 ALPHAS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 METHODS = ["algorithm=always_novice", "algorithm=always_expert", "algorithm=random",
            "algorithm=logit"]
-COMMON = ["env=minigrid", "env.task=DoorKey", "evaluation.num_episodes=64",
+COMMON = ["env=minigrid", "env.task=LavaGap", "evaluation.num_episodes=32",
           "evaluation.num_envs=32", "env.num_envs=32", "torch_threads=1", "progress=false"]
 
 
@@ -51,8 +51,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     shared = per_alpha = 0.0
-    if not (ROOT / "checkpoints/minigrid/DoorKey/expert.pt").is_file():
-        print("# shipped DoorKey agents missing: sweep_alpha_grid_speedup skipped", file=sys.stderr)
+    if not (ROOT / "checkpoints/minigrid/LavaGap/expert.pt").is_file():
+        print("# shipped LavaGap agents missing: sweep_alpha_grid_speedup skipped", file=sys.stderr)
         return
     with tempfile.TemporaryDirectory() as d:
         for i, method in enumerate(METHODS):

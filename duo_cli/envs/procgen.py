@@ -172,7 +172,7 @@ def validate(env_cfg: Any) -> None:
     from duo_cli.config import check_choice, check_number
 
     check_choice(env_cfg, "task", PROCGEN_GAMES, where="env.")
-    check_number(env_cfg, "num_threads", integer=True, low=1, where="env.")
+    check_number(env_cfg, "num_threads", integer=True, low=0, where="env.")  # 0: step in the calling thread
     for split in SPLITS:
         if split not in env_cfg:
             continue
