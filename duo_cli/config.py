@@ -14,6 +14,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 SPLITS = ("train", "val_sim", "val_true", "test")
+#: the splits a validator may select on (YRC-0's simulated one, the oracle); never test
+VALIDATION_SPLITS = ("val_sim", "val_true")
 
 
 class ConfigError(ValueError):
@@ -194,7 +196,9 @@ def _check_coordination(cfg: DictConfig) -> None:
     check_bool(cfg, "coordination.open_expert")
     if cfg.coordination.get("train_setting") is not None:  # absent in older run_configs
         check_choice(cfg, "coordination.train_setting", ("sim", "test"))
-    if cfg.coordination.selection_split not in ("val_sim", "val_true"):
+    check_number(cfg, "coordination.cost_decimals", integer=True, low=0, nullable=True)
+    _check_alphas(cfg.coordination.get("alphas"))
+    if cfg.coordination.selection_split not in VALIDATION_SPLITS:
         raise ConfigError(
             f"coordination.selection_split {cfg.coordination.selection_split!r} is not allowed; "
             "valid choices: val_sim, val_true (selection never uses test)"
@@ -203,6 +207,30 @@ def _check_coordination(cfg: DictConfig) -> None:
         path = OmegaConf.select(cfg, f"agents.{role}")
         if not isinstance(path, str) or not path:
             raise ConfigError(f"bad value for agents.{role}: {path!r}; expected a checkpoint path")
+
+
+def _check_alphas(alphas: Any) -> None:
+    """``coordination.alphas``: null, or a non-empty list of distinct finite numbers >= 0."""
+    if alphas is None:
+        return
+    try:
+        values = [float(a) for a in alphas]
+    except (TypeError, ValueError):
+        raise ConfigError(f"coordination.alphas must be a list of numbers, got {alphas!r}") from None
+    if not values or any(not math.isfinite(a) or a < 0 for a in values) or len(set(values)) < len(values):
+        raise ConfigError(
+            f"coordination.alphas must be distinct finite numbers >= 0, got {list(alphas)}"
+        )
+
+
+def check_pools(env_cfg: Any, min_levels: int) -> None:
+    """Every split's level pool: ``start_level`` and ``seed`` ints >= 0, ``num_levels`` >= ``min_levels``."""
+    for split in SPLITS:
+        if split in env_cfg:
+            where = f"env.{split}."
+            check_number(env_cfg[split], "start_level", integer=True, low=0, where=where)
+            check_number(env_cfg[split], "num_levels", integer=True, low=min_levels, where=where)
+            check_number(env_cfg[split], "seed", integer=True, low=0, where=where)
 
 
 def _check_evaluation(cfg: DictConfig) -> None:

@@ -50,3 +50,11 @@ def test_switches_are_off_by_default():
     cfg = compose(["env=minigrid"], "coord")
     assert cfg.coordination.cost_decimals is None
     assert cfg.env.random_action_prob == 0.0
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", "1.5"])
+def test_bad_cost_decimals_refused_at_compose(bad):
+    from duo_cli.config import ConfigError
+
+    with pytest.raises(ConfigError, match="coordination.cost_decimals"):
+        compose([f"coordination.cost_decimals={bad}"], "coord")

@@ -128,14 +128,12 @@ def _train_coord_grid(cfg: DictConfig, console: Console, claim: Any = None) -> P
     """
     from duo_cli.algorithms.search import CandidateSearch
     from duo_cli.coordination.alpha_grid import (
-        check_alphas,
         print_grid,
         run_candidate_grid,
         run_learned_grid,
     )
     from duo_cli.registry import resolve
 
-    check_alphas(cfg.coordination.alphas)
     device = setup_torch(cfg)
     factory = CoordEnvFactory(cfg, device)  # checks agents and BP before anything is written
     learned = not issubclass(resolve(cfg.algorithm._target_), CandidateSearch)

@@ -17,8 +17,6 @@ Methods that learn (PPO, skyline) train once per α.
 from __future__ import annotations
 
 import json
-import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from duo_cli.config import VALIDATION_SPLITS as VALIDATORS
 from duo_cli.evaluation.statistics import summarize_outcomes, without_episodes
-
-logger = logging.getLogger(__name__)
-
-VALIDATORS = ("val_sim", "val_true")
 
 
 def rescore(result: dict[str, Any], alpha: float, beta: float, bp: float,
@@ -155,20 +150,6 @@ def run_learned_grid(cfg: DictConfig, run_single, run_dir: Path) -> dict[str, An
         summary["wall_time_s"] = time.time() - t0
         per_alpha.append(summary)
     return {"per_alpha": per_alpha}
-
-
-def check_alphas(alphas: Any) -> None:
-    """``coordination.alphas`` must be a non-empty list of distinct finite numbers >= 0."""
-    from duo_cli.config import ConfigError
-
-    try:
-        values = [float(a) for a in alphas]
-    except (TypeError, ValueError):
-        raise ConfigError(f"coordination.alphas must be a list of numbers, got {alphas!r}") from None
-    if not values or any(not math.isfinite(a) or a < 0 for a in values) or len(set(values)) < len(values):
-        raise ConfigError(
-            f"coordination.alphas must be distinct finite numbers >= 0, got {list(alphas)}"
-        )
 
 
 def print_grid(console, summary: dict[str, Any]) -> None:

@@ -157,19 +157,15 @@ def make_minigrid(env_cfg: Any, split: str, num_envs: int) -> MiniGridVecEnv:
 
 def validate(env_cfg: Any) -> None:
     """Refuse an unknown task or variant, or a bad pool, with one line (``ConfigError``)."""
-    from duo_cli.config import check_choice, check_number
+    from duo_cli.config import SPLITS, check_choice, check_number, check_pools
 
     check_choice(env_cfg, "task", tuple(TASKS), where="env.")
     check_number(env_cfg, "random_action_prob", low=0, high=1, nullable=True,
                  where="env.")
-    for split in ("train", "val_sim", "val_true", "test"):
-        if split not in env_cfg:
-            continue
-        node = env_cfg[split]
-        check_choice(node, "variant", VARIANTS, where=f"env.{split}.")
-        check_number(node, "start_level", integer=True, low=0, where=f"env.{split}.")
-        check_number(node, "num_levels", integer=True, low=1, where=f"env.{split}.")
-        check_number(node, "seed", integer=True, low=0, where=f"env.{split}.")
+    for split in SPLITS:
+        if split in env_cfg:
+            check_choice(env_cfg[split], "variant", VARIANTS, where=f"env.{split}.")
+    check_pools(env_cfg, min_levels=1)
 
 
 def spec(env_cfg: Any) -> tuple[int, tuple[int, ...]]:

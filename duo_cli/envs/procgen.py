@@ -164,22 +164,19 @@ def make_procgen(env_cfg: Any, split: str, num_envs: int) -> ProcgenVecEnv:
 
 #: every Procgen game: 15 actions, 64x64 RGB frames
 NUM_ACTIONS, OBS_SHAPE = 15, (64, 64, 3)
-SPLITS = ("train", "val_sim", "val_true", "test")
 
 
 def validate(env_cfg: Any) -> None:
     """Refuse an unknown game or mode, or a bad pool, with one line (``ConfigError``)."""
-    from duo_cli.config import check_choice, check_number
+    from duo_cli.config import SPLITS, check_choice, check_number, check_pools
 
     check_choice(env_cfg, "task", PROCGEN_GAMES, where="env.")
     check_number(env_cfg, "num_threads", integer=True, low=0, where="env.")  # 0: step in the calling thread
     for split in SPLITS:
-        if split not in env_cfg:
-            continue
-        node = env_cfg[split]
-        check_choice(node, "distribution_mode", DISTRIBUTION_MODES, where=f"env.{split}.")
-        for key in ("start_level", "num_levels", "seed"):  # num_levels 0 = unbounded
-            check_number(node, key, integer=True, low=0, where=f"env.{split}.")
+        if split in env_cfg:
+            check_choice(env_cfg[split], "distribution_mode", DISTRIBUTION_MODES,
+                         where=f"env.{split}.")
+    check_pools(env_cfg, min_levels=0)  # num_levels 0 = unbounded
 
 
 def spec(env_cfg: Any) -> tuple[int, tuple[int, ...]]:

@@ -38,7 +38,6 @@ class CoordNet(Model):
 
             spec = dict(obs_model or {"_target_": "duo_cli.models.cnn.SmallCNN"})
             spec.update(hidden_dim=hidden_dim, bf16=bf16)
-            spec.pop("name", None)
             self.cnn = build_model(spec, "policy.obs_model", num_actions=1)
             width += hidden_dim
         for f in self.features:

@@ -134,12 +134,9 @@ class Service:
         return {"episode_id": ep.episode_id, "expert": "external" if external else "model"}
 
     async def act(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        wire.check_keys(body, ("observation", "request_id"), "act")
-        ep = self.table.get(episode_id)
-        replay = _replay(ep, "act", body)
+        ep, replay = self._open(episode_id, body, "act", ("observation", "request_id"), READY)
         if replay is not None:
             return replay
-        ep.require(READY, call="act")
         obs = wire.decode_observation(body.get("observation"), self.coord.observation_space)
         ep.state = ACTING
         ep.touch()
@@ -170,15 +167,12 @@ class Service:
 
     def log_action(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """The external expert's action (after an act chose it), or an off-policy action."""
-        wire.check_keys(body, ("observation", "action", "request_id"), "log_action")
-        ep = self.table.get(episode_id)
-        replay = _replay(ep, "log_action", body)
+        ep, replay = self._open(episode_id, body, "log_action",
+                                ("observation", "action", "request_id"), READY, AWAITING_EXPERT)
         if replay is not None:
             return replay
-        ep.require(READY, AWAITING_EXPERT, call="log_action")
         action = wire.get_action(body, self.coord.num_actions)
-        if body.get("observation") is not None:
-            wire.decode_observation(body["observation"], self.coord.observation_space)
+        self._check_observation(body)
         ep.touch()
         if ep.state == AWAITING_EXPERT:
             ep.actions[-1] = action
@@ -193,12 +187,10 @@ class Service:
         return out
 
     def log_returns(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        wire.check_keys(body, ("reward", "info", "request_id"), "returns")
-        ep = self.table.get(episode_id)
-        replay = _replay(ep, "returns", body)
+        ep, replay = self._open(episode_id, body, "returns", ("reward", "info", "request_id"),
+                                READY, AWAITING_EXPERT)
         if replay is not None:
             return replay
-        ep.require(READY, AWAITING_EXPERT, call="returns")
         reward = wire.get_number(body, "reward")
         if not math.isfinite(ep.base_return + reward):
             raise wire.ApiError(422, f"reward {reward!r} would make the episode's return infinite")
@@ -214,16 +206,30 @@ class Service:
         return out
 
     async def end(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        wire.check_keys(body, ("observation", "info"), "end")
-        ep = self.table.get(episode_id)
-        ep.require(READY, AWAITING_EXPERT, call="end")
-        if body.get("observation") is not None:
-            wire.decode_observation(body["observation"], self.coord.observation_space)
+        ep, _ = self._open(episode_id, body, "end", ("observation", "info"),
+                           READY, AWAITING_EXPERT)
+        self._check_observation(body)
         if isinstance(body.get("info"), dict):
             ep.info = body["info"]
         record = self._close(ep, "ended", "ended by the application")
         await asyncio.to_thread(self.log.append, record)  # answered once it is on disk
         return {**ep.summary(), "status": "ended"}
+
+    def _open(self, episode_id: str, body: dict[str, Any], call: str, keys: tuple[str, ...],
+              *states: str) -> tuple[Episode, dict[str, Any] | None]:
+        """Check the body's keys and find the episode; a retried call (same ``request_id``)
+        gets its cached answer, any other must find the episode in one of ``states``."""
+        wire.check_keys(body, keys, call)
+        ep = self.table.get(episode_id)
+        replay = _replay(ep, call, body)
+        if replay is None:
+            ep.require(*states, call=call)
+        return ep, replay
+
+    def _check_observation(self, body: dict[str, Any]) -> None:
+        """An optional ``observation`` must still fit the env's observation space."""
+        if body.get("observation") is not None:
+            wire.decode_observation(body["observation"], self.coord.observation_space)
 
     def metrics(self) -> str:
         """Prometheus text format."""
