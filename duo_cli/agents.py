@@ -8,8 +8,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import duo_cli.catalog  # noqa: F401 - a checkpoint names classes from the filled registry
+from duo_cli.checkpoint import load_policy_checkpoint
 from duo_cli.checks import load_params
-from duo_cli.config import resolve_path
+from duo_cli.errors import CheckpointError
+from duo_cli.models import build_model
+from duo_cli.paths import resolve_path
+from duo_cli.registry import resolve
 
 
 def agent_spec(cfg: DictConfig, num_actions: int) -> dict[str, Any]:
@@ -28,9 +33,6 @@ def build_agent(spec: Mapping[str, Any], device: Any = "cpu", where: str | None 
     Classes come from the closed set of :mod:`duo_cli.registry`, with only declared
     arguments; ``where`` names the spec's source in errors (a checkpoint path).
     """
-    from duo_cli.models import build_model
-    from duo_cli.registry import resolve
-
     prefix = f"{where}: config." if where else ""
     model = build_model(spec["model"], where=f"{prefix}model",
                         num_actions=spec["num_actions"]).to(device)
@@ -58,14 +60,10 @@ def agent_from_checkpoint(ckpt: dict, device: Any = "cpu", bf16: bool | None = N
 
 def load_agent(path: str | Path, device: Any = "cpu", bf16: bool | None = None) -> tuple[Any, dict]:
     """Rebuild an agent policy from a checkpoint file; returns ``(policy, checkpoint)``."""
-    from duo_cli.checkpoint import load_policy_checkpoint
-
     ckpt = load_policy_checkpoint(resolve_path(path), map_location=device)
     return agent_from_checkpoint(ckpt, device, bf16, name=str(path)), ckpt
 
 
 def require_agent(ckpt: dict, name: str) -> None:
-    from duo_cli.checkpoint import CheckpointError
-
     if ckpt.get("kind") != "agent":
         raise CheckpointError(f"{name} is a {ckpt.get('kind')!r} checkpoint, not an agent")

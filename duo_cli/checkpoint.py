@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from duo_cli import __version__
+from duo_cli.errors import CheckpointError
+
+__all__ = ["CheckpointError", "load_checkpoint", "load_policy_checkpoint", "save_checkpoint",
+           "save_policy"]
+
 FORMAT = "duo/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, malformed or unsafe."""
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -139,8 +142,6 @@ def load_policy_checkpoint(path: str | os.PathLike,
 
 
 def _global_named(exc: BaseException) -> str:
-    import re
-
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
     if match:
         return f"it names {match.group(1)}"
@@ -181,8 +182,6 @@ def save_policy(
 
     ``policy.config`` (a plain dict) must say how to rebuild the policy.
     """
-    from duo_cli import __version__
-
     payload = {
         "kind": getattr(policy, "kind", "policy"),
         "config": policy.config,

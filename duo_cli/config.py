@@ -1,37 +1,44 @@
-"""Hydra composition of duo's config, with one-line errors for bad input."""
+"""Hydra composition of duo's config, checked once, before anything runs.
+
+:func:`compose` builds a config from ``conf/`` and overrides; :func:`validate` checks
+every value: each node naming a class (``model``, ``policy``, ``algorithm``, ``env``)
+against that class's declared settings, looked up in the registry that
+:mod:`duo_cli.catalog` fills, and the class-less groups against their dataclasses
+(:mod:`duo_cli.groups`).  Bad input is a one-line :class:`ConfigError`.
+"""
 
 from __future__ import annotations
 
+import inspect
 import math
-import os
 import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
-SPLITS = ("train", "val_sim", "val_true", "test")
-#: the splits a validator may select on (YRC-0's simulated one, the oracle); never test
-VALIDATION_SPLITS = ("val_sim", "val_true")
+import duo_cli.catalog  # noqa: F401 - fills the registry with duo's classes and plugins
+from duo_cli.errors import ConfigError, first_line
+from duo_cli.groups import ServeSettings
+from duo_cli.paths import PROJECT_DIR, conf_dir, resolve_path
+from duo_cli.registry import check_kwargs, params, resolve
+from duo_cli.settings import (
+    SPLITS,
+    VALIDATION_SPLITS,
+    check_bool,
+    check_choice,
+    check_number,
+    parse_settings,
+    type_name,
+)
 
-
-class ConfigError(ValueError):
-    """Bad user input: the message is one line naming the bad value and the valid choices."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message (its type's name when the message is empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def conf_dir() -> Path:
-    """The directory holding ``config.yaml`` (``$DUO_CONF_DIR`` overrides)."""
-    env = os.environ.get("DUO_CONF_DIR")
-    return Path(env) if env else PROJECT_DIR / "conf"
+__all__ = ["PROJECT_DIR", "SPLITS", "VALIDATION_SPLITS", "ConfigError", "chosen_splits",
+           "compose", "conf_dir", "first_line", "group_options", "resolve_path", "to_yaml",
+           "validate"]
 
 
 def group_options(group: str) -> list[str]:
@@ -41,12 +48,9 @@ def group_options(group: str) -> list[str]:
 
 
 def _compose_raw(overrides: Sequence[str], config_name: str = "config") -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
 def _group_of(override: str) -> tuple[str, str] | None:
@@ -70,8 +74,6 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     :raises ConfigError: for an unknown group option, unknown key, bad syntax,
         or a value whose type does not match the default's.
     """
-    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-
     overrides = list(overrides)
     for ov in overrides:
         if "=" not in ov:
@@ -116,26 +118,10 @@ def _missing_key(msg: str) -> str | None:
     return None
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, ListConfig | list):
-        return "list"
-    if isinstance(value, DictConfig | dict):
-        return "mapping"
-    return type(value).__name__
-
-
 def _compatible(default: Any, value: Any) -> bool:
     if default is None or value is None:
         return True
-    d, v = _type_name(default), _type_name(value)
+    d, v = type_name(default), type_name(value)
     if d == v:
         return True
     return d == "float" and v == "int"
@@ -155,8 +141,8 @@ def _check_types(cfg: DictConfig, overrides: Sequence[str], config_name: str) ->
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if not _compatible(default, value):
             raise ConfigError(
-                f"bad value for {key}: {value!r} is {_type_name(value)}, "
-                f"expected {_type_name(default)} (default {default!r})"
+                f"bad value for {key}: {value!r} is {type_name(value)}, "
+                f"expected {type_name(default)} (default {default!r})"
             )
 
 
@@ -164,9 +150,10 @@ def validate(cfg: DictConfig) -> None:
     """Check every value once (types, ranges, finiteness, choices) before anything runs.
 
     Called by :func:`compose` and on configs read from files (a coordinator's
-    ``run_config``): classes are looked up in :mod:`duo_cli.registry`, env
-    settings by the env module's ``validate`` hook, algorithm settings by the
-    algorithm class's ``validate_config``.
+    ``run_config``): classes are looked up in :mod:`duo_cli.registry` and their
+    settings parsed into their declared :attr:`Settings` (the algorithm's then checked
+    against the run by ``check_settings``); env settings by the env module's ``validate``
+    hook.
 
     :raises ConfigError: one line naming the bad key, its value and what is valid.
     """
@@ -223,16 +210,6 @@ def _check_alphas(alphas: Any) -> None:
         )
 
 
-def check_pools(env_cfg: Any, min_levels: int) -> None:
-    """Every split's level pool: ``start_level`` and ``seed`` ints >= 0, ``num_levels`` >= ``min_levels``."""
-    for split in SPLITS:
-        if split in env_cfg:
-            where = f"env.{split}."
-            check_number(env_cfg[split], "start_level", integer=True, low=0, where=where)
-            check_number(env_cfg[split], "num_levels", integer=True, low=min_levels, where=where)
-            check_number(env_cfg[split], "seed", integer=True, low=0, where=where)
-
-
 def _check_evaluation(cfg: DictConfig) -> None:
     for key in ("num_episodes", "num_envs", "train_num_episodes"):
         check_number(cfg, f"evaluation.{key}", integer=True, low=1)
@@ -257,10 +234,6 @@ def _check_evaluation(cfg: DictConfig) -> None:
 
 
 def _check_env(cfg: DictConfig) -> None:
-    import inspect
-
-    from duo_cli.registry import resolve
-
     env = cfg.get("env")
     if not isinstance(env, DictConfig):
         raise ConfigError(f"bad value for env: {env!r}; expected a mapping")
@@ -282,19 +255,21 @@ def _check_env(cfg: DictConfig) -> None:
 
 
 def _check_classes(cfg: DictConfig) -> None:
-    """``model``, ``policy`` and ``algorithm`` name known classes; the model's keys are declared."""
-    from duo_cli.registry import check_kwargs, params, resolve
-
+    """``model``, ``policy`` and ``algorithm`` name known classes, each node's keys and values
+    are the ones its class declares (the model's by its ``__init__``, the others' by their
+    :attr:`Settings`), and the algorithm's settings fit the run."""
     for kind in ("model", "policy", "algorithm"):
         if not isinstance(cfg.get(kind), DictConfig):
             raise ConfigError(f"bad value for {kind}: {cfg.get(kind)!r}; expected a mapping")
     model = resolve(cfg.model.get("_target_"), "model", "model._target_")
     check_kwargs(model, {**params(cfg.model), "num_actions": 1}, "model")
-    resolve(cfg.policy.get("_target_"), "policy", "policy._target_")
+    policy = resolve(cfg.policy.get("_target_"), "policy", "policy._target_")
+    parse_settings(policy.Settings, cfg.policy, "policy")
     algorithm = resolve(cfg.algorithm.get("_target_"), "algorithm", "algorithm._target_")
-    hook = getattr(algorithm, "validate_config", None)
-    if hook is not None:
-        hook(cfg.algorithm, num_envs=int(cfg.env.num_envs))
+    algorithm.check_settings(parse_settings(algorithm.Settings, cfg.algorithm, "algorithm"),
+                             num_envs=int(cfg.env.num_envs))
+    if "serve" in cfg:  # absent in the run_config of older coordinator checkpoints
+        parse_settings(ServeSettings, cfg.serve, "serve")
 
 
 def _finite_everywhere(node: Any, prefix: str) -> None:
@@ -306,51 +281,6 @@ def _finite_everywhere(node: Any, prefix: str) -> None:
             _finite_everywhere(item, f"{prefix[:-1]}[{i}].")
     elif isinstance(node, float) and not math.isfinite(node):
         raise ConfigError(f"bad value for {prefix[:-1]}: {node} is not a finite number")
-
-
-def check_number(cfg: Any, key: str, *, integer: bool = False, low: float | None = None,
-                 high: float | None = None, low_open: bool = False,
-                 nullable: bool = False, where: str = "") -> None:
-    """``cfg.<key>`` is a finite number (an int if ``integer``) within ``[low, high]``.
-
-    ``where`` prefixes the key in the message (``"env.train."``).
-    """
-    key_in, key = key, where + key
-    value = _get(cfg, key_in)
-    expected = "an int" if integer else "a number"
-    if value is None:
-        if nullable:
-            return
-        raise ConfigError(f"bad value for {key}: null; expected {expected}")
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-            integer and not isinstance(value, int)):
-        raise ConfigError(f"bad value for {key}: {value!r} is {_type_name(value)}, expected {expected}")
-    if not math.isfinite(value):
-        raise ConfigError(f"bad value for {key}: {value} is not a finite number")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ConfigError(f"bad value for {key}: {value}; must be {'>' if low_open else '>='} {low}")
-    if high is not None and value > high:
-        raise ConfigError(f"bad value for {key}: {value}; must be <= {high}")
-
-
-def _get(cfg: Any, key: str) -> Any:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.select(cfg, key, default=None)
-    return cfg.get(key) if isinstance(cfg, Mapping) else None
-
-
-def check_bool(cfg: Any, key: str, where: str = "") -> None:
-    key_in, key = key, where + key
-    value = _get(cfg, key_in)
-    if not isinstance(value, bool):
-        raise ConfigError(f"bad value for {key}: {value!r}; expected true or false")
-
-
-def check_choice(cfg: Any, key: str, choices: Sequence[str], where: str = "") -> None:
-    key_in, key = key, where + key
-    value = _get(cfg, key_in)
-    if value not in choices:
-        raise ConfigError(f"unknown {key} {value!r}; valid choices: {', '.join(choices)}")
 
 
 def chosen_splits(cfg: DictConfig) -> list[str] | None:
@@ -369,13 +299,3 @@ def _overlap(a: DictConfig, b: DictConfig) -> bool:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
-
-
-def resolve_path(path: str | os.PathLike) -> Path:
-    """A path as given if it exists, else relative to the duo project root."""
-    p = Path(path).expanduser()
-    if p.exists() or p.is_absolute():
-        return p
-    alt = PROJECT_DIR / p
-    return alt if alt.exists() else p
-

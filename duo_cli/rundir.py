@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
-from duo_cli.config import ConfigError
+from duo_cli.checkpoint import TMP_SUFFIX, remove_stale_temp_files
+from duo_cli.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,6 @@ def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
     dir is empty.  ``claim`` (a :class:`~duo_cli.rundir.RunDirClaim`) records what
     this command creates, so a failure can remove it.
     """
-    from duo_cli.checkpoint import TMP_SUFFIX, remove_stale_temp_files
 
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir).expanduser()

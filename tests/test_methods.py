@@ -107,7 +107,7 @@ def test_unknown_metric_names_the_valid_choices():
     for name in EXPECTED:
         assert name in str(info.value)
     with pytest.raises(ValueError, match="max_logit"):
-        LogitPolicy({"metric": "no_such_metric"}, spec())
+        LogitPolicy({"metric": "no_such_metric", "threshold": None}, spec())
 
 
 def test_logit_policy_queries_exactly_below_threshold():
@@ -128,7 +128,7 @@ def test_logit_policy_decision_matches_score(metric):
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(50, 5)) * 2
     obs = {**base_obs(50), "novice_logits": logits}
-    policy = LogitPolicy({"metric": metric}, spec(50))
+    policy = LogitPolicy({"metric": metric, "threshold": None}, spec(50))
     scores = policy.score(obs)
     threshold = float(np.median(scores))
     policy.set_params({"metric": metric, "threshold": threshold})
@@ -176,9 +176,9 @@ def test_simple_searches_list_their_candidates(tmp_path):
     env = FakeCoordEnv(num_envs=2)
     ctx = make_ctx(tmp_path)
     assert RandomSearch({"name": "random", "probs": [0, 0.5, 1]}, ctx).candidates(
-        RandomPolicy({}, env), env) == [{"p": 0.0}, {"p": 0.5}, {"p": 1.0}]
+        RandomPolicy({"p": 0.5}, env), env) == [{"p": 0.0}, {"p": 0.5}, {"p": 1.0}]
     assert AskEveryKSearch({"name": "k", "candidates": [1, 5]}, ctx).candidates(
-        AskEveryKPolicy({}, env), env) == [{"k": 1}, {"k": 5}]
+        AskEveryKPolicy({"k": 5}, env), env) == [{"k": 1}, {"k": 5}]
     assert Always({"name": "always"}, ctx).candidates(
         AlwaysPolicy({"agent": "expert"}, env), env) == [{"agent": "expert"}]
 
@@ -370,7 +370,8 @@ def ppo_cfg(**overrides) -> dict:
     return cfg
 
 
-PPO_POLICY = {"features": ["novice_hidden", "novice_dist"], "hidden_dim": 32, "bf16": False}
+PPO_POLICY = {"features": ["novice_hidden", "novice_dist"], "hidden_dim": 32, "bf16": False,
+              "obs_model": None}
 
 
 def expert_prob(policy: CoordPPOPolicy, seed: int = 123) -> torch.Tensor:
@@ -428,9 +429,9 @@ def test_ppo_coordinator_saves_best_and_reloads(tmp_path):
 def test_coord_ppo_feature_validation():
     env = FakeCoordEnv(num_envs=2)
     with pytest.raises(ValueError, match="novice_hidden"):
-        CoordPPOPolicy({"features": ["no_such_feature"], "bf16": False}, env)
+        CoordPPOPolicy({**PPO_POLICY, "features": ["no_such_feature"]}, env)
     with pytest.raises(ValueError, match="open_expert"):
-        CoordPPOPolicy({"features": ["expert_hidden"], "bf16": False}, env)
+        CoordPPOPolicy({**PPO_POLICY, "features": ["expert_hidden"]}, env)
 
 
 # -- candidate search selection -----------------------------------------------------------
@@ -485,7 +486,7 @@ def test_logit_search_selects_the_known_best_threshold(tmp_path):
     env = FakeCoordEnv(num_envs=4, ep_length=2, logits=table)
     ev_env = FakeCoordEnv(num_envs=4, ep_length=2, logits=table, novice_reward=0.0,
                           expert_reward=1.0, expert_cost=0.1)
-    policy = LogitPolicy({"metric": "max_logit"}, env)
+    policy = LogitPolicy({"metric": "max_logit", "threshold": None}, env)
     cfg = {"name": "logit", "percentiles": [0, 100], "fit_steps": 2}
     result = LogitSearch(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": Evaluator(
         ev_env, 4, seed=0)}).summary

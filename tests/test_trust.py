@@ -393,12 +393,12 @@ def test_registered_plugin_classes_are_accepted(tmp_path):
     """A class registered in code joins the closed set; its undeclared kwargs are refused."""
     from duo_cli.models import build_model
     from duo_cli.models.cnn import SmallCNN
-    from duo_cli.registry import UnknownTargetError, register
+    from duo_cli.registry import UnknownTargetError, register_model
 
     class PluginNet(SmallCNN):
         pass
 
-    register("my_plugin.PluginNet", PluginNet)
+    register_model("my_plugin.PluginNet", PluginNet)
     model = build_model({"_target_": "my_plugin.PluginNet", "hidden_dim": 8}, num_actions=3)
     assert isinstance(model, PluginNet) and model.logit_dim == 3
     with pytest.raises(UnknownTargetError, match="colour"):

@@ -11,6 +11,7 @@ from typing import Any
 from duo_cli.checkpoint import load_checkpoint, save_policy
 from duo_cli.evaluation.statistics import without_episodes
 from duo_cli.rundir import RunContext
+from duo_cli.settings import NoSettings, parse_settings
 
 
 @dataclass
@@ -88,13 +89,26 @@ class BestKeeper:
 class Algorithm:
     """Base class: ``Algorithm(cfg, ctx).train(policy, env, evaluators)``.
 
-    :param cfg: the ``algorithm`` config node.
+    :param cfg: the ``algorithm`` config node, parsed into the class's :attr:`Settings`.
     :param ctx: run dir, device, seed and console of this run.
     """
 
+    #: the typed settings of the ``algorithm`` node, checked at compose time
+    Settings: type = NoSettings
+
+    #: trains a network (counted among the learned methods in the report, never the non-RL)
+    learns: bool = False
+    #: plays its candidates once and rescores them for every alpha of a grid (no retraining)
+    shares_rollouts: bool = False
+
     def __init__(self, cfg: Mapping[str, Any], ctx: RunContext):
-        self.cfg = cfg
+        self.name = str(cfg.get("name", type(self).__name__))
+        self.settings = parse_settings(self.Settings, cfg, "algorithm")
         self.ctx = ctx
+
+    @classmethod
+    def check_settings(cls, settings: Any, num_envs: int) -> None:
+        """Checks across settings and the run (e.g. a batch size against ``env.num_envs``)."""
 
     def train(self, policy: Any, env: Any, evaluators: Mapping[str, Any]) -> AlgorithmResult:
         """Improve ``policy`` on ``env``; ``evaluators`` (split -> Evaluator) score it."""

@@ -7,10 +7,8 @@ gradient steps; :meth:`PPO.train` adds evaluation, best checkpoints and logging.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,91 +20,67 @@ from torch import nn
 from duo_cli.algorithms.base import Algorithm, AlgorithmResult, BestKeeper
 from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_tensor
 from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_policy
-from duo_cli.config import first_line
+from duo_cli.errors import ConfigError, first_line
 from duo_cli.rundir import RunContext
+from duo_cli.settings import setting
 from duo_cli.tables import metrics_progress, print_eval_table
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PPOConfig:
-    """PPO's hyper-parameters (``conf/algorithm/base/ppo.yaml`` documents each)."""
+class PPOSettings:
+    """PPO's hyper-parameters (``conf/algorithm/base/ppo.yaml`` gives their values)."""
 
-    total_timesteps: int
-    num_steps: int
-    learning_rate: float
-    anneal_lr: bool
-    gamma: float
-    gae_lambda: float
-    num_minibatches: int
-    update_epochs: int
-    norm_adv: bool
-    clip_coef: float
-    clip_vloss: bool
-    ent_coef: float
-    vf_coef: float
-    max_grad_norm: float
-    target_kl: float | None = None
-    chunk_size: int | None = None
-    normalize_reward: bool = True
-    eval_every: int = 0
-    save_every: int = 1
-    snapshot_every: int = 0
+    total_timesteps: int = setting(low=1, doc="env steps to train for")
+    num_steps: int = setting(low=1, doc="rollout length per env")
+    learning_rate: float = setting(low=0, doc="Adam's learning rate")
+    anneal_lr: bool = setting(doc="decay the learning rate linearly to 0")
+    gamma: float = setting(low=0, high=1, doc="discount")
+    gae_lambda: float = setting(low=0, high=1, doc="GAE's lambda")
+    num_minibatches: int = setting(low=1, doc="minibatches per epoch")
+    update_epochs: int = setting(low=1, doc="passes over each rollout")
+    norm_adv: bool = setting(doc="normalise advantages per minibatch")
+    clip_coef: float = setting(low=0, low_open=True, doc="ratio (and value) clipping")
+    clip_vloss: bool = setting(doc="clip the value loss")
+    ent_coef: float = setting(low=0, doc="entropy bonus")
+    vf_coef: float = setting(low=0, doc="value loss weight")
+    max_grad_norm: float = setting(low=0, low_open=True, doc="gradient norm clip")
+    target_kl: float | None = setting(low=0, low_open=True, doc="stop an update past this KL")
+    chunk_size: int | None = setting(low=1, doc="samples per forward/backward (accumulated)")
+    normalize_reward: bool = setting(doc="divide rewards by a running return std")
+    eval_every: int = setting(low=0, doc="evaluate every N iterations (0 = never)")
+    save_every: int = setting(low=1, doc="save last.pt every N iterations")
+    snapshot_every: int = setting(low=0, doc="keep step_<N>.pt every N iterations (0 = never)")
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> PPOConfig:
-        """The typed settings of an ``algorithm`` node (other keys, e.g. ``name``, ignored)."""
-        hints = typing.get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name in cfg and cfg[f.name] is not None:
-                cast = next(t for t in (bool, int, float) if t in (hints[f.name],
-                                                                  *typing.get_args(hints[f.name])))
-                values[f.name] = cast(cfg[f.name])
-        values["eval_every"] = values.get("eval_every") or 0
-        values["save_every"] = values.get("save_every") or 1
-        values["snapshot_every"] = values.get("snapshot_every") or 0
-        return cls(**values)
+
+@dataclass(frozen=True)
+class AgentPPOSettings(PPOSettings):
+    """PPO for agents: also an agent checkpoint to start from."""
+
+    init_from: str | None = setting(doc="an agent checkpoint whose weights start the run")
 
 
 class PPO(Algorithm):
     """PPO with value clipping, advantage normalisation, entropy bonus and grad clipping."""
 
-    @staticmethod
-    def validate_config(cfg: Mapping[str, Any], num_envs: int = 1) -> None:
-        """Refuse bad PPO settings with one line before a rollout is spent (``ConfigError``)."""
-        from duo_cli.config import ConfigError, check_bool, check_number
+    learns = True
+    shares_rollouts = False
 
-        w = "algorithm."
-        for key in ("total_timesteps", "num_steps", "num_minibatches", "update_epochs"):
-            check_number(cfg, key, integer=True, low=1, where=w)
-        for key in ("eval_every", "save_every", "snapshot_every"):
-            check_number(cfg, key, integer=True, low=0, nullable=True, where=w)
-        check_number(cfg, "chunk_size", integer=True, low=1, nullable=True, where=w)
-        check_number(cfg, "learning_rate", low=0, where=w)
-        check_number(cfg, "gamma", low=0, high=1, where=w)
-        check_number(cfg, "gae_lambda", low=0, high=1, where=w)
-        for key in ("clip_coef", "max_grad_norm"):
-            check_number(cfg, key, low=0, low_open=True, where=w)
-        for key in ("ent_coef", "vf_coef"):
-            check_number(cfg, key, low=0, where=w)
-        check_number(cfg, "target_kl", low=0, low_open=True, nullable=True, where=w)
-        for key in ("anneal_lr", "norm_adv", "clip_vloss", "normalize_reward"):
-            check_bool(cfg, key, where=w)
-        batch = int(num_envs) * int(cfg["num_steps"])
-        if int(cfg["num_minibatches"]) > batch:
+    Settings = PPOSettings
+
+    @classmethod
+    def check_settings(cls, settings: PPOSettings, num_envs: int) -> None:
+        batch = int(num_envs) * settings.num_steps
+        if settings.num_minibatches > batch:
             raise ConfigError(
-                f"bad value for algorithm.num_minibatches: {cfg['num_minibatches']}; must be <= "
-                f"env.num_envs * algorithm.num_steps = {batch}"
+                f"bad value for algorithm.num_minibatches: {settings.num_minibatches}; must be "
+                f"<= env.num_envs * algorithm.num_steps = {batch}"
             )
-        init_from = cfg.get("init_from")
-        if init_from is not None and (not isinstance(init_from, str) or not init_from):
-            raise ConfigError(f"bad value for algorithm.init_from: {init_from!r}; expected a path")
 
     def __init__(self, cfg: Mapping[str, Any], ctx: RunContext):
         super().__init__(cfg, ctx)
-        self.hp = PPOConfig.from_config(cfg)
+        self.hp = self.settings
 
     # -- one iteration ------------------------------------------------------------------
 
@@ -328,3 +302,9 @@ class PPO(Algorithm):
         ctx.trim_metrics(state["global_step"])  # rows logged after last.pt was saved
         ctx.console.print(f"resumed from {last_path} at step {state['global_step']:,} "
                           f"(iteration {state['iteration']})")
+
+
+class AgentPPO(PPO):
+    """PPO for agents (``duo train --type agent``): may start from an agent checkpoint."""
+
+    Settings = AgentPPOSettings

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from duo_cli.algorithms.base import Algorithm, AlgorithmResult, BestKeeper
 from duo_cli.evaluation.statistics import without_episodes
+from duo_cli.settings import setting
 from duo_cli.tables import fmt, fmt_ci
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Played:
 class CandidateSearch(Algorithm):
     """Play every candidate once on each validation split; keep the best per split."""
 
+    learns = False
+    shares_rollouts = True
+
     def candidates(self, policy: Any, env: Any) -> list[dict[str, Any]]:
         raise NotImplementedError
 
@@ -57,7 +61,7 @@ class CandidateSearch(Algorithm):
              show_results: bool = True) -> list[Played]:
         """Each candidate plays each split of ``evaluators`` once (the one home of this)."""
         candidates = self.candidates(policy, env)
-        self.ctx.console.print(f"[bold]{len(candidates)} candidate(s)[/] for {self.cfg['name']}")
+        self.ctx.console.print(f"[bold]{len(candidates)} candidate(s)[/] for {self.name}")
         played = []
         for i, params in enumerate(candidates):
             policy.set_params(params)
@@ -93,7 +97,7 @@ class CandidateSearch(Algorithm):
 
     def _print_table(self, rows: list[dict[str, Any]], index: Mapping[str, int]) -> None:
         splits = list(rows[0]["results"]) if rows else []
-        table = Table(title=f"{self.cfg['name']}: candidates")
+        table = Table(title=f"{self.name}: candidates")
         table.add_column("#", justify="right")
         table.add_column("parameters")
         for s in splits:
@@ -130,27 +134,45 @@ class Always(CandidateSearch):
 class RandomSearch(CandidateSearch):
     """Query the expert with probability p, for each p in ``probs``."""
 
+    @dataclass(frozen=True)
+    class Settings:
+        probs: list[float] = setting(low=0, high=1, doc="the candidate probabilities")
+
     def candidates(self, policy, env):
-        return [{"p": float(p)} for p in self.cfg["probs"]]
+        return [{"p": p} for p in self.settings.probs]
 
 
 class AskEveryKSearch(CandidateSearch):
     """Query the expert every k steps, for each k in ``candidates``."""
 
+    @dataclass(frozen=True)
+    class Settings:
+        candidates: list[int] = setting(low=1, doc="the candidate k's")
+
     def candidates(self, policy, env):
-        return [{"k": int(k)} for k in self.cfg["candidates"]]
+        return [{"k": k} for k in self.settings.candidates]
+
+
+@dataclass(frozen=True)
+class PercentileSettings:
+    """Thresholds at percentiles of scores met while the novice alone plays train."""
+
+    percentiles: list[float] = setting(low=0, high=100, doc="the candidate percentiles")
+    fit_steps: int = setting(low=1, doc="steps of novice-only play on train (x env.num_envs)")
 
 
 class _PercentileSearch(CandidateSearch):
+    Settings = PercentileSettings
+
     def _thresholds(self, scores: np.ndarray) -> list[float]:
-        return [float(t) for t in np.percentile(scores, list(self.cfg["percentiles"]))]
+        return [float(t) for t in np.percentile(scores, list(self.settings.percentiles))]
 
 
 class LogitSearch(_PercentileSearch):
     """Thresholds = percentiles of the novice's confidence scores on the train split."""
 
     def candidates(self, policy, env):
-        logits = collect_novice_obs(env, "novice_logits", int(self.cfg["fit_steps"]), self.ctx.seed)
+        logits = collect_novice_obs(env, "novice_logits", self.settings.fit_steps, self.ctx.seed)
         scores = policy.score({"novice_logits": logits})
         self.ctx.console.print(
             f"{policy.metric} scores of the novice alone on train: {len(scores):,} states, "
@@ -162,9 +184,14 @@ class LogitSearch(_PercentileSearch):
 class OODSearch(_PercentileSearch):
     """Fit the detector on novice features from the train split; percentile thresholds."""
 
+    @dataclass(frozen=True)
+    class Settings(PercentileSettings):
+        max_fit_samples: int | None = setting(low=1, doc="fit on at most this many states "
+                                                         "(a random subset; null: all)")
+
     def candidates(self, policy, env):
-        feats = policy.fit_features(env, int(self.cfg["fit_steps"]), self.ctx.seed)
-        max_fit = int(self.cfg.get("max_fit_samples") or len(feats))
+        feats = policy.fit_features(env, self.settings.fit_steps, self.ctx.seed)
+        max_fit = self.settings.max_fit_samples or len(feats)
         if len(feats) > max_fit:
             rng = np.random.default_rng(self.ctx.seed)
             feats = feats[rng.choice(len(feats), max_fit, replace=False)]

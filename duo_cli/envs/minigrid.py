@@ -23,6 +23,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from duo_cli.settings import SPLITS, check_choice, check_number, check_pools
+
 logger = logging.getLogger(__name__)
 
 #: task -> (easy env id, hard env id)
@@ -157,8 +159,6 @@ def make_minigrid(env_cfg: Any, split: str, num_envs: int) -> MiniGridVecEnv:
 
 def validate(env_cfg: Any) -> None:
     """Refuse an unknown task or variant, or a bad pool, with one line (``ConfigError``)."""
-    from duo_cli.config import SPLITS, check_choice, check_number, check_pools
-
     check_choice(env_cfg, "task", tuple(TASKS), where="env.")
     check_number(env_cfg, "random_action_prob", low=0, high=1, nullable=True,
                  where="env.")

@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from duo_cli.settings import SPLITS, check_choice, check_number, check_pools
+
 logger = logging.getLogger(__name__)
 
 PROCGEN_GAMES = (
@@ -168,8 +170,6 @@ NUM_ACTIONS, OBS_SHAPE = 15, (64, 64, 3)
 
 def validate(env_cfg: Any) -> None:
     """Refuse an unknown game or mode, or a bad pool, with one line (``ConfigError``)."""
-    from duo_cli.config import SPLITS, check_choice, check_number, check_pools
-
     check_choice(env_cfg, "task", PROCGEN_GAMES, where="env.")
     check_number(env_cfg, "num_threads", integer=True, low=0, where="env.")  # 0: step in the calling thread
     for split in SPLITS:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from duo_cli.policies.coord import CoordPolicy
+from duo_cli.settings import setting
 
 AGENTS = ("novice", "expert")
 
 
 class AlwaysPolicy(CoordPolicy):
-    """Always lets ``cfg.agent`` (``novice`` or ``expert``) act."""
+    """Always lets ``policy.agent`` (``novice`` or ``expert``) act."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        agent: str = setting(choices=AGENTS, doc="the agent that always acts")
 
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        self.agent = str(cfg.get("agent", "novice"))
-        if self.agent not in AGENTS:
-            raise ValueError(f"unknown policy.agent {self.agent!r}; valid choices: novice, expert")
+        self.agent = self.settings.agent
 
     def decide(self, obs):
         n = len(obs["base_obs"])

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from duo_cli.policies.coord import CoordPolicy
+from duo_cli.settings import check_value, setting
 
 
 class AskEveryKPolicy(CoordPolicy):
     """Queries the expert at steps 0, k, 2k, ... of every episode."""
 
+    stateful = True
+
+    @dataclass(frozen=True)
+    class Settings:
+        k: int = setting(low=1, doc="query the expert at steps 0, k, 2k, ... of each episode")
+
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        self.set_params({"k": cfg.get("k", 5)})
+        self.k = self.settings.k
         self.step = np.zeros(self.num_envs, dtype=np.int64)
 
     def reset(self, done):
@@ -30,7 +39,4 @@ class AskEveryKPolicy(CoordPolicy):
         return {"k": self.k}
 
     def set_params(self, params):
-        k = int(params["k"])
-        if k < 1:
-            raise ValueError(f"ask_every_k: k must be >= 1, got {k}")
-        self.k = k
+        self.k = check_value("policy.k", int(params["k"]), int, {"low": 1})

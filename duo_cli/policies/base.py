@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from duo_cli.settings import NoSettings
+
 
 class Policy:
     """Base class of every acting policy (agents and coordinators).
@@ -15,6 +17,10 @@ class Policy:
     tunable ones :meth:`get_params` / :meth:`set_params`.
     """
 
+    #: the typed settings of the class's config node (``policy.*``), checked at compose time
+    Settings: type = NoSettings
+    #: keeps per-episode state (reset per row): a server gives each episode its own copy
+    stateful: bool = False
     #: torch module holding learnable weights, if any
     model: torch.nn.Module | None = None
 

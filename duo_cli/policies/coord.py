@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
-
 from duo_cli.policies.base import Policy
+from duo_cli.settings import parse_settings
 
 
 class CoordPolicy(Policy):
     """Base of coordination policies.
 
-    :param cfg: the ``policy`` config node.
+    :param cfg: the ``policy`` config node, parsed into the class's :attr:`Settings`.
     :param env: the CoordEnv the policy acts in (for ``num_envs`` and spaces).
     :param device: torch device.
     :param seed: seed of the policy's own randomness.
@@ -24,14 +24,14 @@ class CoordPolicy(Policy):
     kind = "coord"
 
     def __init__(self, cfg: Mapping[str, Any], env: Any, device: Any = "cpu", seed: int = 0):
-        self.cfg = cfg
+        self.settings = parse_settings(self.Settings, cfg, "policy")
         self.num_envs = env.num_envs
         self.EXPERT = env.EXPERT
         self.NOVICE = env.NOVICE
         self.device = torch.device(device)
         self.seed = int(seed)
-        cfg_dict = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-        self.config = {"policy": cfg_dict}
+        identity = {k: cfg[k] for k in ("_target_", "name") if k in cfg}
+        self.config = {"policy": {**identity, **dataclasses.asdict(self.settings)}}
 
     def act(self, obs: Any, temperature: float = 1.0) -> torch.Tensor:
         return torch.from_numpy(self.decide(obs).astype(np.int64))

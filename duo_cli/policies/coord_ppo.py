@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from duo_cli.errors import ConfigError
+from duo_cli.models import build_model
 from duo_cli.models.base import Model, ModelOutput, init_layer
 from duo_cli.policies.base import sample_actions
 from duo_cli.policies.coord import CoordPolicy
+from duo_cli.settings import setting
 
 FEATURES = ("obs", "novice_hidden", "novice_dist", "expert_hidden", "expert_dist")
 
@@ -34,8 +38,6 @@ class CoordNet(Model):
         width = 0
         self.cnn = None
         if "obs" in self.features:
-            from duo_cli.models import build_model
-
             spec = dict(obs_model or {"_target_": "duo_cli.models.cnn.SmallCNN"})
             spec.update(hidden_dim=hidden_dim, bf16=bf16)
             self.cnn = build_model(spec, "policy.obs_model", num_actions=1)
@@ -63,19 +65,28 @@ class CoordNet(Model):
 class CoordPPOPolicy(CoordPolicy):
     """Samples NOVICE/EXPERT from a :class:`CoordNet` (trained by PPO)."""
 
+    @dataclass(frozen=True)
+    class Settings:
+        features: list[str] = setting(choices=FEATURES, doc="CoordEnv features the net reads "
+                                                             "(expert_* need open_expert)")
+        hidden_dim: int = setting(low=1, doc="width of the hidden layer (and of the obs encoder)")
+        bf16: bool = setting(doc="run the obs encoder under bf16 autocast where supported")
+        obs_model: dict[str, Any] | None = setting(doc="the model config node encoding obs")
+
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        features = list(cfg.get("features") or ["obs", "novice_hidden", "novice_dist"])
+        s = self.settings
+        if not s.features:
+            raise ConfigError(f"bad value for policy.features: []; expected a list of "
+                              f"{', '.join(FEATURES)}")
         space = env.single_observation_space
-        for f in features:
-            if f not in FEATURES:
-                raise ValueError(f"unknown policy feature {f!r}; valid choices: {', '.join(FEATURES)}")
+        for f in s.features:
             key = f.replace("_dist", "_logits")
             if f != "obs" and key not in space.spaces:
-                raise ValueError(f"feature {f!r} needs coordination.open_expert=true")
-        dims = {f: space[f.replace("_dist", "_logits")].shape[0] for f in features if f != "obs"}
-        self.model = CoordNet(features, dims, int(cfg.get("hidden_dim", 256)),
-                              bool(cfg.get("bf16", True)), cfg.get("obs_model")).to(self.device)
+                raise ConfigError(f"policy.features {f!r} needs coordination.open_expert=true")
+        dims = {f: space[f.replace("_dist", "_logits")].shape[0] for f in s.features if f != "obs"}
+        self.model = CoordNet(list(s.features), dims, s.hidden_dim, s.bf16,
+                              s.obs_model).to(self.device)
 
     def forward(self, obs: Mapping[str, Any]) -> ModelOutput:
         t = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v).to(self.device)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from duo_cli.errors import ConfigError
 from duo_cli.policies.coord import CoordPolicy, as_numpy
+from duo_cli.settings import setting
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -49,7 +53,7 @@ def confidence(metric: str, logits: np.ndarray) -> np.ndarray:
     try:
         fn = METRICS[metric]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown policy.metric {metric!r}; valid choices: {', '.join(METRICS)}"
         ) from None
     return fn(np.asarray(logits, dtype=np.float64))
@@ -58,11 +62,16 @@ def confidence(metric: str, logits: np.ndarray) -> np.ndarray:
 class LogitPolicy(CoordPolicy):
     """Queries the expert when ``confidence(metric, novice_logits) < threshold``."""
 
+    @dataclass(frozen=True)
+    class Settings:
+        metric: str = setting(choices=tuple(METRICS), doc="confidence score of the novice's logits")
+        threshold: float | None = setting(doc="query the expert when score < threshold "
+                                              "(null: chosen by the search)")
+
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        self.metric = str(cfg.get("metric", "max_logit"))
-        confidence(self.metric, np.zeros((1, 2)))  # validate the name early
-        self.threshold = float(cfg.get("threshold") or 0.0)
+        self.metric = self.settings.metric
+        self.threshold = float(self.settings.threshold or 0.0)
 
     def score(self, obs) -> np.ndarray:
         return confidence(self.metric, as_numpy(obs["novice_logits"]))

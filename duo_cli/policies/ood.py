@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from duo_cli.errors import ConfigError
 from duo_cli.policies.coord import CoordPolicy, as_numpy
+from duo_cli.settings import setting
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ def parse_features(feature: Any) -> list[str]:
         parts = [str(feature)]
     parts = [p.strip() for p in parts]
     if not parts or not all(parts):
-        raise ValueError(f"policy.feature {feature!r} names no feature")
+        raise ConfigError(f"policy.feature {feature!r} names no feature")
     return parts
 
 
@@ -51,8 +54,6 @@ class Features:
             key = "base_obs" if p in OBS else p.replace("_dist", "_logits") if p.endswith(
                 "_dist") else p
             if keys and key not in keys:
-                from duo_cli.config import ConfigError
-
                 raise ConfigError(f"unknown policy.feature part {p!r}; valid choices: {choices}")
             if p in OBS and keys:
                 high = np.asarray(space[key].high, dtype=np.float64).reshape(-1)
@@ -100,14 +101,21 @@ class OODPolicy(CoordPolicy):
     detector from them with the same seed, so checkpoints hold no pickled objects.
     """
 
+    @dataclass(frozen=True)
+    class Settings:
+        feature: str | list[str] = setting(doc="CoordEnv features the detector reads "
+                                                "(a +-joined string or a list)")
+        detector: dict[str, Any] = setting(doc="pyod DeepSVDD keyword arguments")
+        threshold: float | None = setting(doc="query the expert when the anomaly score >= "
+                                              "threshold (null: chosen by the search)")
+
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        raw = cfg.get("feature", "novice_hidden")
-        self.parts = parse_features(list(raw) if not isinstance(raw, str) else raw)
+        self.parts = parse_features(self.settings.feature)
         self.feature = "+".join(self.parts)
         self.featurize = Features(self.parts, getattr(env, "single_observation_space", None))
-        self.detector_cfg = dict(cfg.get("detector") or {})
-        self.threshold = float(cfg.get("threshold") or 0.0)
+        self.detector_cfg = dict(self.settings.detector)
+        self.threshold = float(self.settings.threshold or 0.0)
         self.features: np.ndarray | None = None
         self.detector: Any = None
 

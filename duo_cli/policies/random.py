@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from duo_cli.policies.coord import CoordPolicy
+from duo_cli.settings import setting
 
 
 class RandomPolicy(CoordPolicy):
     """Queries the expert with probability ``p`` at every step."""
 
+    @dataclass(frozen=True)
+    class Settings:
+        p: float = setting(low=0, high=1, doc="probability of querying the expert")
+
     def __init__(self, cfg, env, device="cpu", seed=0):
         super().__init__(cfg, env, device, seed)
-        self.p = float(cfg.get("p", 0.5))
+        self.p = self.settings.p
         self.rng = np.random.default_rng(self.seed)
 
     def decide(self, obs):
