@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -34,6 +37,62 @@ def init_layer(layer: nn.Module, std: float = 2**0.5, bias: float = 0.0) -> nn.M
     return layer
 
 
+@functools.cache
+def _bf16_autocast_available(device_type: str) -> bool:
+    """Whether ``torch.autocast(device_type, dtype=torch.bfloat16)`` runs in bf16 on this machine.
+
+    Mirrors the checks of :class:`torch.autocast`, so that the frames are cast to bf16
+    only where autocast will cast the weights to bf16 too (else the first layer sees a
+    bf16 input and fp32 weights and fails): the device type must have autocast at all
+    (``meta`` has none); CUDA (and XPU, MTIA) must report bf16 support; a custom
+    (privateuse1) backend must list bf16 among its AMP dtypes.
+    """
+    if not torch.amp.autocast_mode.is_autocast_available(device_type):
+        return False
+    module = getattr(torch, device_type, None)
+    if device_type == torch._C._get_privateuse1_backend_name():
+        supported = getattr(module, "get_amp_supported_dtype", None)
+        return supported is not None and torch.bfloat16 in supported()
+    is_bf16_supported = getattr(module, "is_bf16_supported", None)
+    return True if is_bf16_supported is None else bool(is_bf16_supported())
+
+
+def trunk_dtype(device: torch.device | str, bf16: bool) -> torch.dtype:
+    """The dtype a model's trunk computes in on ``device``: the one place this is decided.
+
+    ``torch.bfloat16`` (input cast to bf16, trunk run under ``torch.autocast`` of the
+    device's type) when the model asks for ``bf16`` and torch can autocast to bf16 on
+    that device type; ``torch.float32`` (no autocast) otherwise. On CPU that is bf16
+    whenever asked, as it always was (emulated where the CPU lacks AVX512-BF16);
+    on a device without autocast (``meta``) or without bf16 the model silently runs in
+    fp32, with the same outputs' shapes.
+    """
+    if not bf16:
+        return torch.float32
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return torch.bfloat16 if _bf16_autocast_available(device_type) else torch.float32
+
+
+@contextlib.contextmanager
+def trunk_precision(device: torch.device | str, bf16: bool) -> Iterator[torch.dtype]:
+    """Run a block in the precision :func:`trunk_dtype` picks; yields that dtype.
+
+    Cast the input to the yielded dtype inside the block (e.g. ``frames_to_float(obs,
+    dtype)``) and the block's output back with ``.float()`` (a no-op in fp32)::
+
+        with trunk_precision(obs.device, self.bf16) as dtype:
+            hidden = self.trunk(frames_to_float(obs, dtype))
+        hidden = hidden.float()
+    """
+    dtype = trunk_dtype(device, bf16)
+    if dtype == torch.float32:
+        yield dtype
+        return
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    with torch.autocast(device_type, dtype=dtype):
+        yield dtype
+
+
 def frames_to_float(obs: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 NHWC frames -> ``dtype`` NCHW view in channels_last memory, scaled to [0, 1].
 
@@ -41,6 +100,8 @@ def frames_to_float(obs: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     layout, which is much faster for convolutions on CPU. With ``dtype=torch.bfloat16``
     the frames go straight from uint8 to bf16 (exact for 0..255) and are divided in
     bf16, which rounds exactly as autocast rounding the fp32 quotient would, without
-    the fp32 copy (about 1.3x faster fwd+bwd for the small CNN).
+    the fp32 copy (about 1.3x faster fwd+bwd for the small CNN). Pass bf16 only inside
+    :func:`trunk_precision` (which yields the dtype to pass): a bf16 input without bf16
+    autocast meets fp32 weights and fails.
     """
     return obs.permute(0, 3, 1, 2).to(dtype).div_(255.0)

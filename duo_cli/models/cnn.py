@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from duo_cli.models.base import Model, ModelOutput, frames_to_float, init_layer
+from duo_cli.models.base import Model, ModelOutput, frames_to_float, init_layer, trunk_precision
 
 
 class _Trunk(Model):
@@ -23,12 +23,10 @@ class _Trunk(Model):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> ModelOutput:
-        if self.bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                hidden = self.trunk(frames_to_float(obs, torch.bfloat16))
-            hidden = hidden.float()
-        else:
-            hidden = self.trunk(frames_to_float(obs))
+        # bf16 under autocast where obs's device supports it (cpu, cuda), else fp32
+        with trunk_precision(obs.device, self.bf16) as dtype:
+            hidden = self.trunk(frames_to_float(obs, dtype))
+        hidden = hidden.float()  # no-op in fp32
         return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
 
 
@@ -39,7 +37,7 @@ class SmallCNN(_Trunk):
 
     :param num_actions: size of the discrete action space.
     :param hidden_dim: width of the hidden feature layer.
-    :param bf16: run the trunk under bf16 autocast.
+    :param bf16: run the trunk under bf16 autocast (where the input's device supports it).
     """
 
     def __init__(self, num_actions: int, hidden_dim: int = 256, bf16: bool = False, **_: object):
@@ -84,7 +82,8 @@ class ImpalaCNN(_Trunk):
     :param num_actions: size of the discrete action space.
     :param channels: output channels of the three conv sequences.
     :param hidden_dim: width of the hidden feature layer.
-    :param bf16: run the trunk under bf16 autocast (3-4x faster on CPUs with AVX512-BF16).
+    :param bf16: run the trunk under bf16 autocast where the input's device supports it
+        (3-4x faster on CPUs with AVX512-BF16).
     """
 
     def __init__(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from duo_cli.models.base import Model, ModelOutput, init_layer
+from duo_cli.models.base import Model, ModelOutput, init_layer, trunk_precision
 
 #: largest value of each channel of MiniGrid's encoding (object type, colour, state)
 _CHANNEL_MAX = (10.0, 5.0, 2.0)
@@ -42,6 +42,8 @@ class GridCNN(Model):
         self.value_head = init_layer(nn.Linear(hidden_dim, 1), std=1.0)
 
     def forward(self, obs: torch.Tensor) -> ModelOutput:
-        x = obs.permute(0, 3, 1, 2).float() * self.scale
-        hidden = self.trunk(x)
+        # always fp32 here (bf16 is off), through the helper every model uses for its dtype
+        with trunk_precision(obs.device, self.bf16) as dtype:
+            hidden = self.trunk(obs.permute(0, 3, 1, 2).to(dtype) * self.scale)
+        hidden = hidden.float()  # no-op in fp32
         return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)

@@ -1,10 +1,10 @@
-"""Tables and learning curves for the MiniGrid model card (README.md beside this file).
+"""Tables and learning curves for the MiniGrid model card (``checkpoints/minigrid/README.md``).
 
-Reads ``evaluations.json`` (written by ``ship.py``) and the training runs'
-``metrics.jsonl`` (copied to ``training/`` here), writes ``curves.png`` and prints the
-markdown tables of the card.
+Reads ``checkpoints/minigrid/evaluations.json`` (written by ``ship.py``) and the training
+runs' ``metrics.jsonl`` (copied to ``checkpoints/minigrid/training/``), writes
+``checkpoints/minigrid/curves.png`` and prints the markdown tables of the card.
 
-    .venv/bin/python checkpoints/minigrid/card.py
+    .venv/bin/python tools/minigrid/card.py
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import json
 import shutil
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RUNS = HERE.parent.parent / "runs" / "minigrid_agents"
+ROOT = Path(__file__).resolve().parents[2]  # the repo root (this file: tools/minigrid/card.py)
+CKPT = ROOT / "checkpoints" / "minigrid"  # the shipped agents and their card
+RUNS = ROOT / "runs" / "minigrid_agents"
 TASKS = ("DistShift", "DoorKey", "LavaGap")
 SPLITS = ("train", "val_sim", "val_true", "test")
 
@@ -24,7 +25,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def copy_metrics() -> None:
-    out = HERE / "training"
+    out = CKPT / "training"
     out.mkdir(exist_ok=True)
     for task in TASKS:
         for role in ("novice", "expert"):
@@ -43,7 +44,7 @@ def curves() -> None:
     for ax, task in zip(axes, TASKS, strict=True):
         offset = 0
         for role, style in (("novice", "-"), ("expert", "--")):
-            path = HERE / "training" / f"{task}_{role}_metrics.jsonl"
+            path = CKPT / "training" / f"{task}_{role}_metrics.jsonl"
             if not path.is_file():
                 continue
             rows = _rows(path)
@@ -61,11 +62,11 @@ def curves() -> None:
     axes[0].set_ylabel("mean reward (128 episodes)")
     axes[-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(HERE / "curves.png", dpi=110)
+    fig.savefig(CKPT / "curves.png", dpi=110)
 
 
 def tables() -> None:
-    data = json.loads((HERE / "evaluations.json").read_text())
+    data = json.loads((CKPT / "evaluations.json").read_text())
     print("| task | agent | " + " | ".join(SPLITS) + " | ep len (test) |")
     print("| --- | --- | " + " | ".join("---" for _ in SPLITS) + " | --- |")
     for task in TASKS:

@@ -12,9 +12,9 @@ Per task, from ``runs/minigrid_agents/<task>/``:
 
 Then every shipped agent is scored on all four splits (256 episodes) and the expert's
 BP is written into its metadata (``duo eval ... evaluation.write_bp=true``); the
-evaluations go to ``evaluations.json`` beside this file.
+evaluations go to ``checkpoints/minigrid/evaluations.json``.
 
-    .venv/bin/python checkpoints/minigrid/ship.py [task ...]
+    .venv/bin/python tools/minigrid/ship.py [task ...]
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repo root (this file: tools/minigrid/ship.py)
+CKPT = ROOT / "checkpoints" / "minigrid"  # where the shipped agents and their card live
 RUNS = ROOT / "runs" / "minigrid_agents"
 DUO = [sys.executable, "-m", "duo_cli.cli"]
 
@@ -84,7 +84,7 @@ def evaluate(path: Path, task: str, write_bp: bool) -> dict:
 
 
 def ship(task: str) -> dict:
-    dest = HERE / task
+    dest = CKPT / task
     dest.mkdir(exist_ok=True)
     shutil.copyfile(RUNS / task / "novice" / "best_val_sim.pt", dest / "novice.pt")
     shutil.copyfile(RUNS / task / "expert" / "best_val_true.pt", dest / "expert.pt")
@@ -101,7 +101,7 @@ def ship(task: str) -> dict:
 
 
 def main(tasks: list[str]) -> None:
-    path = HERE / "evaluations.json"
+    path = CKPT / "evaluations.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     for task in tasks:
         data[task] = ship(task)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Trains the shipped MiniGrid agents (see README.md here): per task a novice on the easy
-# variant, then an expert on the hard variant started from the novice's weights (a
-# curriculum: DoorKey-8x8 from scratch barely learns). Re-running resumes unfinished runs
-# and skips finished ones. Usage: checkpoints/minigrid/train.sh [task ...]
+# Trains the shipped MiniGrid agents (card: checkpoints/minigrid/README.md): per task a
+# novice on the easy variant, then an expert on the hard variant started from the novice's
+# weights (a curriculum: DoorKey-8x8 from scratch barely learns). Re-running resumes
+# unfinished runs and skips finished ones. Runs from the repo root wherever it is called
+# from; writes runs/minigrid_agents/ (then tools/minigrid/ship.py copies the chosen
+# weights to checkpoints/minigrid/). Usage: tools/minigrid/train.sh [task ...]
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.."  # the repo root (this file: tools/minigrid/train.sh)
 DUO=${DUO:-.venv/bin/duo}
 OUT=${OUT:-runs/minigrid_agents}
 TASKS=${*:-DoorKey LavaGap DistShift}
