@@ -273,11 +273,14 @@ class FakeCoordEnv:
     else logits and hidden features drawn from a generator seeded by the reset seed.
     The reward of a step is ``novice_reward`` for NOVICE rows and
     ``expert_reward - expert_cost`` for EXPERT rows (``info["base_reward"]`` holds the
-    reward without the cost).  Every episode lasts ``ep_length`` steps.
+    reward without the cost).  Every episode lasts ``ep_length`` steps.  Like a CoordEnv,
+    it reports ended episodes' ``r``, ``base_r``, ``l``, ``expert_steps`` and ``switches``
+    in ``info["episode"]`` (switches cost nothing here).
     """
 
     NOVICE = 0
     EXPERT = 1
+    reports_coordination = True
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
@@ -313,6 +316,9 @@ class FakeCoordEnv:
         self.ep_step = np.zeros(self.num_envs, dtype=np.int64)
         self._ep_return = np.zeros(self.num_envs)
         self._ep_base = np.zeros(self.num_envs)
+        self._ep_expert = np.zeros(self.num_envs, dtype=np.int64)
+        self._ep_switches = np.zeros(self.num_envs, dtype=np.int64)
+        self._prev = np.full(self.num_envs, -1, dtype=np.int64)
         self._rng = np.random.default_rng(0)
         self.actions: list[np.ndarray] = []
         self.reset_seeds: list[int | None] = []
@@ -338,6 +344,9 @@ class FakeCoordEnv:
         self.ep_step[:] = 0
         self._ep_return[:] = 0.0
         self._ep_base[:] = 0.0
+        self._ep_expert[:] = 0
+        self._ep_switches[:] = 0
+        self._prev[:] = -1
         return self._obs(), {}
 
     def step(self, actions):
@@ -350,18 +359,25 @@ class FakeCoordEnv:
         self.ep_step += 1
         self._ep_return += reward
         self._ep_base += base
+        self._ep_expert += is_expert
+        self._ep_switches += (self._prev >= 0) & (a != self._prev)
         done = self.ep_step >= self.ep_length
+        self._prev[:] = np.where(done, -1, a)
         info: dict[str, Any] = {"base_reward": base}
         if done.any():
             info["episode"] = {
                 "r": np.where(done, self._ep_return, 0.0),
                 "base_r": np.where(done, self._ep_base, 0.0),
                 "l": np.where(done, self.ep_step, 0),
+                "expert_steps": np.where(done, self._ep_expert, 0),
+                "switches": np.where(done, self._ep_switches, 0),
             }
             info["_episode"] = done.copy()
             self.ep_step[done] = 0
             self._ep_return[done] = 0.0
             self._ep_base[done] = 0.0
+            self._ep_expert[done] = 0
+            self._ep_switches[done] = 0
         self.t += 1
         return self._obs(), reward, done.copy(), np.zeros(self.num_envs, dtype=bool), info
 

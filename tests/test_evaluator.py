@@ -18,7 +18,27 @@ def one_per_step(env, actions):
 
 
 class CoordFakeEnv(FakeVecEnv):
-    """A fake env that looks like a CoordEnv to the Evaluator (has ``EXPERT``)."""
+    """A fake env that declares, like a CoordEnv, that it reports coordination sums.
+
+    Its reported sums are made up (``base_r = 10 * r``, 1 expert step and 2 switches per
+    episode, whatever the actions), so a test sees that the Evaluator takes them as given.
+    """
+
+    EXPERT = 1
+    reports_coordination = True
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        if "episode" in info:
+            ep, done = info["episode"], info["_episode"]
+            ep["base_r"] = 10 * ep["r"]
+            ep["expert_steps"] = np.where(done, 1, 0)
+            ep["switches"] = np.where(done, 2, 0)
+        return obs, reward, terminated, truncated, info
+
+
+class UndeclaredFakeEnv(FakeVecEnv):
+    """Has an ``EXPERT`` attribute but declares nothing: an agent's env to the Evaluator."""
 
     EXPERT = 1
 
@@ -130,15 +150,24 @@ def test_same_seed_same_result_and_policy_resets():
     np.testing.assert_array_equal(policy.reset_masks[0], [True, True])
 
 
-def test_expert_frac_and_switches_with_expert_attribute():
-    env = CoordFakeEnv(1, 2, ep_lengths=4, reward_fn=one_per_step)
-    # episode 1: N E E N -> 2 expert steps, 2 switches
-    # episode 2: E E E E -> 4 expert steps; its first step is no switch (previous was N)
-    policy = ScriptedPolicy([[0], [1], [1], [0], [1], [1], [1], [1]])
-    res = Evaluator(env, num_episodes=2, seed=0).evaluate(policy)
-    assert res["episodes"] == 2
-    assert res["expert_frac"] == pytest.approx(6 / 8)
-    assert res["switches_mean"] == pytest.approx(1.0)
+def test_declared_coordination_env_sums_are_taken_as_reported():
+    env = CoordFakeEnv(2, 2, ep_lengths=[4, 2], reward_fn=one_per_step)
+    policy = ScriptedPolicy([[0, 1], [1, 1], [1, 0], [0, 0]])
+    res = Evaluator(env, num_episodes=4, seed=0).evaluate(policy)
+    assert res["episodes"] == 4
+    assert res["rewards"] == [4.0, 2.0, 4.0, 2.0]  # (k, slot) order
+    assert res["base_rewards"] == [40.0, 20.0, 40.0, 20.0]  # as reported, not recounted
+    assert res["lengths"] == [4, 2, 4, 2]
+    assert res["expert_steps"] == [1, 1, 1, 1] and res["switches"] == [2, 2, 2, 2]
+    assert res["expert_frac"] == pytest.approx(4 / 12)
+    assert res["switches_mean"] == pytest.approx(2.0)
+
+
+def test_an_expert_attribute_alone_is_not_a_coordination_env():
+    env = UndeclaredFakeEnv(1, 2, ep_lengths=4, reward_fn=one_per_step)
+    res = Evaluator(env, num_episodes=2, seed=0).evaluate(ScriptedPolicy([[1]]))
+    assert res["rewards"] == [4.0, 4.0] and res["base_rewards"] == [4.0, 4.0]
+    assert "expert_frac" not in res and "switches_mean" not in res
 
 
 def test_evaluator_on_coord_env_uses_base_reward():

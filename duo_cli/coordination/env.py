@@ -12,6 +12,8 @@ switch is a change of acting agent between two steps of the same episode
 The novice runs exactly once per step: its logits and hidden features make
 the coordinator's next observation *and* the novice's next action.  The
 expert runs only on the rows that query it (on all rows with ``open_expert``).
+These rules are written once, in :mod:`duo_cli.coordination.step` (shared with
+``duo serve``).
 """
 
 from __future__ import annotations
@@ -24,14 +26,26 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from duo_cli.policies.base import sample_actions
+from duo_cli.coordination.step import (
+    EXPERT,
+    NOVICE,
+    AgentStep,
+    EpisodeSums,
+    Observed,
+    charge,
+    step_costs,
+)
 
-NOVICE = 0
-EXPERT = 1
+__all__ = ["EXPERT", "NOVICE", "CoordEnv", "GeneralCoordEnv", "step_costs"]
 
 
 class CoordEnv(VectorEnv):
     """Coordination env over a vector base env, a novice and an expert (stateless agents).
+
+    The per-step rules are :mod:`duo_cli.coordination.step`'s: :class:`AgentStep` runs the
+    agents, :func:`charge` prices the step, :class:`EpisodeSums` sums the episodes.  When
+    episodes end, ``info["episode"]`` holds, on their rows, ``r`` (return), ``base_r``
+    (base return), ``l`` (length), ``expert_steps`` and ``switches``.
 
     :param base_env: a gymnasium vector env (SAME_STEP autoreset, e.g. Procgen).
     :param novice: an agent policy with ``forward(obs) -> ModelOutput`` and ``model``.
@@ -46,6 +60,11 @@ class CoordEnv(VectorEnv):
 
     NOVICE = NOVICE
     EXPERT = EXPERT
+    #: declared to the Evaluator: ``info["episode"]`` carries the coordination sums
+    #: (``base_r``, ``expert_steps``, ``switches``) of every ended episode
+    reports_coordination = True
+    #: run the expert on every row at every step (recurrent agents)
+    expert_every_row = False
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
@@ -69,6 +88,8 @@ class CoordEnv(VectorEnv):
         self.open_expert = bool(open_expert)
         self.num_envs = base_env.num_envs
         self.device = getattr(novice, "device", torch.device("cpu"))
+        self.agents = AgentStep(novice, expert, self.temperature, self.open_expert, self.device,
+                                expert_every_row=self.expert_every_row)
 
         spaces = {
             "base_obs": base_env.single_observation_space,
@@ -89,15 +110,9 @@ class CoordEnv(VectorEnv):
         self.switch_agent_cost_per_action: float | None = None
         self.base_penalty: float | None = None
 
-        n = self.num_envs
-        self._prev_action = np.full(n, -1, dtype=np.int64)
-        self._ep_return = np.zeros(n, dtype=np.float64)
-        self._ep_base_return = np.zeros(n, dtype=np.float64)
-        self._ep_length = np.zeros(n, dtype=np.int64)
-        self._base_action = np.zeros(n, dtype=np.int64)
-        self._obs_t: torch.Tensor | None = None
-        self._novice_action: np.ndarray | None = None
-        self._expert_action: np.ndarray | None = None
+        self._episodes = EpisodeSums(self.num_envs)
+        self._base_action = np.zeros(self.num_envs, dtype=np.int64)
+        self._observed: Observed | None = None
         self._obs: dict[str, np.ndarray] = {}
 
     # -- costs -------------------------------------------------------------------------
@@ -119,15 +134,9 @@ class CoordEnv(VectorEnv):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         base_obs, info = self.base_env.reset(seed=seed, options=options)
-        all_rows = np.ones(self.num_envs, dtype=bool)
-        self.novice.eval()
-        self.expert.eval()
-        self.novice.reset(all_rows)
-        self.expert.reset(all_rows)
-        self._prev_action[:] = -1
-        self._ep_return[:] = 0.0
-        self._ep_base_return[:] = 0.0
-        self._ep_length[:] = 0
+        self.agents.eval()
+        self.agents.reset(np.ones(self.num_envs, dtype=bool))
+        self._episodes.reset()
         self._observe(base_obs)
         return self._obs, info
 
@@ -137,44 +146,25 @@ class CoordEnv(VectorEnv):
         action = np.asarray(action, dtype=np.int64).reshape(self.num_envs)
         if ((action != NOVICE) & (action != EXPERT)).any():
             raise ValueError(f"CoordEnv actions must be 0 (NOVICE) or 1 (EXPERT), got {action}")
-        is_expert = action == EXPERT
-        base_action = self._base_action
-        base_action[:] = self._novice_action
-        if is_expert.any():
-            base_action[is_expert] = self._expert_actions(is_expert)
+        base_action = self.agents.base_actions(self._observed, action, out=self._base_action)
 
         base_obs, base_reward, terminated, truncated, base_info = self.base_env.step(base_action)
         done = np.logical_or(terminated, truncated)
 
-        switched = (self._prev_action >= 0) & (action != self._prev_action)
-        reward = (
-            base_reward
-            - is_expert * self.expert_query_cost_per_action
-            - switched * self.switch_agent_cost_per_action
-        ).astype(np.float32)
-        self._prev_action[:] = action
-        self._prev_action[done] = -1
-
-        self._ep_return += reward
-        self._ep_base_return += base_reward
-        self._ep_length += 1
+        reward, _, switched = charge(action, self._episodes.prev_actor,
+                                     self.expert_query_cost_per_action,
+                                     self.switch_agent_cost_per_action, base_reward)
+        reward = reward.astype(np.float32)
+        finished = self._episodes.add(action, switched, reward, base_reward, done)
         info: dict[str, Any] = {
             "base_reward": base_reward,
             "base_action": base_action.copy(),
             "switched": switched,
         }
-        if done.any():
-            info["episode"] = {
-                "r": np.where(done, self._ep_return, 0.0),
-                "base_r": np.where(done, self._ep_base_return, 0.0),
-                "l": np.where(done, self._ep_length, 0),
-            }
+        if finished is not None:
+            info["episode"] = finished
             info["_episode"] = done
-            self._ep_return[done] = 0.0
-            self._ep_base_return[done] = 0.0
-            self._ep_length[done] = 0
-            self.novice.reset(done)
-            self.expert.reset(done)
+            self.agents.reset(done)
         self._observe(base_obs)
         return self._obs, reward, terminated, truncated, info
 
@@ -182,42 +172,10 @@ class CoordEnv(VectorEnv):
         self.base_env.close()
 
     # -- internals ---------------------------------------------------------------------
-    @torch.no_grad()
     def _observe(self, base_obs: np.ndarray) -> None:
         """One novice forward: the next observation and the novice's next action."""
-        obs_t = torch.from_numpy(base_obs).to(self.device, non_blocking=True)
-        self._obs_t = obs_t
-        out = self.novice.forward(obs_t)
-        action = sample_actions(out.logits, self.temperature)
-        h, k = out.hidden.shape[1], out.logits.shape[1]
-        parts = [out.hidden.float(), out.logits.float(), action.unsqueeze(1).float()]
-        if self.open_expert:
-            eout = self.expert.forward(obs_t)
-            e_action = sample_actions(eout.logits, self.temperature)
-            parts += [eout.hidden.float(), eout.logits.float(), e_action.unsqueeze(1).float()]
-        packed = torch.cat(parts, dim=1).cpu().numpy()  # the one device->host transfer
-        obs = {
-            "base_obs": base_obs,
-            "novice_hidden": packed[:, :h],
-            "novice_logits": packed[:, h:h + k],
-        }
-        self._novice_action = packed[:, h + k].astype(np.int64)
-        if self.open_expert:
-            o = h + k + 1
-            eh = eout.hidden.shape[1]
-            ek = eout.logits.shape[1]
-            obs["expert_hidden"] = packed[:, o:o + eh]
-            obs["expert_logits"] = packed[:, o + eh:o + eh + ek]
-            self._expert_action = packed[:, o + eh + ek].astype(np.int64)
-        self._obs = obs
-
-    @torch.no_grad()
-    def _expert_actions(self, rows: np.ndarray) -> np.ndarray:
-        if self.open_expert:
-            return self._expert_action[rows]
-        idx = torch.from_numpy(np.flatnonzero(rows)).to(self.device)
-        out = self.expert.forward(self._obs_t.index_select(0, idx))
-        return sample_actions(out.logits, self.temperature).cpu().numpy()
+        self._observed = self.agents.observe(base_obs)
+        self._obs = self._observed.obs
 
 
 class GeneralCoordEnv(CoordEnv):
@@ -227,34 +185,7 @@ class GeneralCoordEnv(CoordEnv):
     with the episode; states are reset where an episode ends.
     """
 
-
-    @torch.no_grad()
-    def _observe(self, base_obs: np.ndarray) -> None:
-        open_expert = self.open_expert
-        self.open_expert = True  # the expert must advance its state on every row
-        try:
-            super()._observe(base_obs)
-        finally:
-            self.open_expert = open_expert
-        if not open_expert:
-            self._obs.pop("expert_hidden", None)
-            self._obs.pop("expert_logits", None)
-
-    def _expert_actions(self, rows: np.ndarray) -> np.ndarray:
-        return self._expert_action[rows]
-
-
-def step_costs(base_penalty: float, alpha: float, beta: float,
-               decimals: int | None = None) -> tuple[float, float]:
-    """Cost of one expert step (``alpha * BP``) and of one switch (``beta * BP``).
-
-    With ``decimals`` both are rounded half-to-even to that many decimals, as the
-    benchmark does (so a cost below ``0.5 * 10**-decimals`` becomes 0).
-    """
-    expert, switch = base_penalty * alpha, base_penalty * beta
-    if decimals is not None:
-        expert, switch = round(expert, int(decimals)), round(switch, int(decimals))
-    return float(expert), float(switch)
+    expert_every_row = True
 
 
 def _box(dim: int) -> gym.spaces.Box:

@@ -23,7 +23,10 @@ logger = logging.getLogger(__name__)
 class Evaluator:
     """Run ``num_episodes`` episodes of a policy on ``env`` and summarise them.
 
-    :param env: a vector env (a base env for agents, a CoordEnv for coordinators).
+    :param env: a vector env: a base env for agents, whose rewards and lengths the
+        Evaluator sums; or an env declaring ``reports_coordination = True`` (a CoordEnv),
+        whose ``info["episode"]`` sums of every ended episode (``r``, ``base_r``, ``l``,
+        ``expert_steps``, ``switches``) are taken as they are.
     :param num_episodes: episodes to collect; each of the ``env.num_envs`` slots
         contributes ``ceil(num_episodes / num_envs)`` at most, earliest first.
     :param seed: reset seed: the same seed gives the same levels.
@@ -52,19 +55,15 @@ class Evaluator:
         env = self.env
         n = env.num_envs
         quota = math.ceil(self.num_episodes / n)
-        coordinating = hasattr(env, "EXPERT")
-        expert_id = getattr(env, "EXPERT", 1)
+        # declared by the env (CoordEnv): it reports each ended episode's sums itself
+        coordinating = bool(getattr(env, "reports_coordination", False))
 
         policy.eval()
         obs, _ = env.reset(seed=self.seed)
         policy.reset(np.ones(n, dtype=bool))
         counts = np.zeros(n, dtype=np.int64)
         ep_reward = np.zeros(n)
-        ep_base = np.zeros(n)
         ep_len = np.zeros(n, dtype=np.int64)
-        ep_expert = np.zeros(n, dtype=np.int64)
-        ep_switch = np.zeros(n, dtype=np.int64)
-        prev = np.full(n, -1, dtype=np.int64)
         records: list[tuple[int, int, float, float, int, int, int]] = []
         total_steps = 0
         temperature = self.temperature
@@ -74,26 +73,23 @@ class Evaluator:
             obs, reward, terminated, truncated, info = env.step(a)
             done = np.logical_or(terminated, truncated)
             total_steps += n
-            ep_reward += reward
-            ep_base += info["base_reward"] if "base_reward" in info else reward
-            ep_len += 1
-            if coordinating:
-                ep_expert += a == expert_id
-                ep_switch += (prev >= 0) & (a != prev)
-                prev[:] = a
+            if not coordinating:
+                ep_reward += reward
+                ep_len += 1
             if done.any():
+                if coordinating:
+                    ep = info["episode"]
                 for i in np.flatnonzero(done):
                     if counts[i] < quota:
-                        records.append(
-                            (int(counts[i]), int(i), float(ep_reward[i]), float(ep_base[i]),
-                             int(ep_len[i]), int(ep_expert[i]), int(ep_switch[i]))
-                        )
+                        if coordinating:
+                            record = (float(ep["r"][i]), float(ep["base_r"][i]), int(ep["l"][i]),
+                                      int(ep["expert_steps"][i]), int(ep["switches"][i]))
+                        else:
+                            record = (float(ep_reward[i]), float(ep_reward[i]), int(ep_len[i]),
+                                      0, 0)
+                        records.append((int(counts[i]), int(i), *record))
                         counts[i] += 1
                 ep_reward[done] = 0.0
-                ep_base[done] = 0.0
                 ep_len[done] = 0
-                ep_expert[done] = 0
-                ep_switch[done] = 0
-                prev[done] = -1
                 policy.reset(done)
         return summarize_episodes(records, self.num_episodes, total_steps, coordinating)

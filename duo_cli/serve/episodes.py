@@ -5,8 +5,9 @@ States: ``ready`` (the next call may be ``act``, ``log_action``, ``returns`` or 
 was chosen; the next call reports its action with ``log_action``). Ended and reaped
 episodes are remembered (bounded) so late calls get 410 rather than 404.
 
-Costs follow CoordEnv: ``alpha * BP`` per expert step, ``beta * BP`` per switch of actor
-between two coordinator steps of the same episode (the first step is never a switch).
+Costs follow CoordEnv (both use :func:`duo_cli.coordination.step.charge`): ``alpha * BP`` per
+expert step, ``beta * BP`` per switch of actor between two coordinator steps of the same
+episode (the first step is never a switch); the application's own steps cost nothing.
 Rewards reported with ``returns`` accumulate onto the latest step, as in RLlib's
 ``ExternalEnv``.
 """
@@ -19,11 +20,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from duo_cli.coordination.step import EXPERT, NO_ACTOR, NOVICE, charge
 from duo_cli.serve.wire import ApiError
 
 READY, ACTING, AWAITING_EXPERT = "ready", "acting", "awaiting_expert"
-ACTORS = ("novice", "expert", "application")
-NOVICE, EXPERT, APPLICATION = 0, 1, 2
+APPLICATION = 2  # a step the application took itself (log_action without an act)
+ACTORS = {NOVICE: "novice", EXPERT: "expert", APPLICATION: "application"}  # wire names
 
 
 @dataclass
@@ -37,7 +39,7 @@ class Episode:
     state: str = READY
     started: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
-    prev_actor: int = -1
+    prev_actor: int = NO_ACTOR
     length: int = 0
     expert_steps: int = 0
     switches: int = 0
@@ -68,10 +70,10 @@ class Episode:
         """Account one step; returns its cost. Application steps (log_action) cost nothing."""
         cost = 0.0
         if actor != APPLICATION:
-            switched = self.prev_actor >= 0 and actor != self.prev_actor
-            cost = expert_cost * (actor == EXPERT) + switch_cost * switched
+            _, step_cost, switched = charge(actor, self.prev_actor, expert_cost, switch_cost)
+            cost = float(step_cost)
             self.expert_steps += actor == EXPERT
-            self.switches += switched
+            self.switches += bool(switched)
             self.prev_actor = actor
         else:
             self.app_steps += 1
