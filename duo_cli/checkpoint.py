@@ -19,6 +19,7 @@ import torch
 
 from duo_cli import __version__
 from duo_cli.errors import CheckpointError
+from duo_cli.paths import resolve_path
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_policy_checkpoint", "save_checkpoint",
            "save_policy"]
@@ -190,3 +191,13 @@ def save_policy(
         **extra,
     }
     return save_checkpoint(path, payload)
+
+
+def load_coord_checkpoint(path: str | os.PathLike) -> tuple[Path, dict]:
+    """Read a coordinator checkpoint; anything else is a one-line :class:`CheckpointError`."""
+    path = resolve_path(path)
+    ckpt = load_policy_checkpoint(path)
+    if ckpt["kind"] != "coord":
+        raise CheckpointError(f"{path} is a {ckpt['kind']!r} checkpoint; duo serve needs a "
+                              "coordinator checkpoint (kind 'coord', from duo train --type coord)")
+    return path, ckpt

@@ -1,4 +1,5 @@
-"""The ``duo`` command line (Typer). Parses argv and hands over; heavy imports are lazy."""
+"""The ``duo`` command line (Typer). Parses argv, hands over, and turns every user error
+(:class:`~duo_cli.errors.DuoError`) into one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
+from duo_cli import sweep as sweep_mod
+from duo_cli.commands.evaluate import evaluate_checkpoint
+from duo_cli.commands.train_agent import train_agent
+from duo_cli.commands.train_coord import train_coord
+from duo_cli.config import compose, to_yaml
+from duo_cli.errors import DuoError, one_line
+from duo_cli.serve import server
+from duo_cli.serve.store import read_episodes, summarize_log
+from duo_cli.tables import print_eval_table
 
 app = typer.Typer(
     name="duo",
@@ -22,9 +34,7 @@ Overrides = Annotated[
 ]
 
 
-def _console():
-    from rich.console import Console
-
+def _console() -> Console:
     return Console()
 
 
@@ -33,35 +43,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _one_line(message: str) -> str:
-    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    return " ".join(lines) if len(lines) <= 3 else lines[0]
-
-
 def _compose(overrides: list[str] | None, type_: str = "agent"):
     """Compose the primary config of ``--type`` (agent: config.yaml, coord: coord.yaml)."""
-    from duo_cli.config import ConfigError, compose
-
     if type_ not in ("agent", "coord"):
         _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
     try:
         return compose(list(overrides or []), "coord" if type_ == "coord" else "config")
-    except ConfigError as exc:
-        _fail(_one_line(str(exc)))
+    except DuoError as exc:
+        _fail(one_line(exc))
 
 
 def _run(fn, *args, interrupt_hint: str = "re-run with resume=true and the same run_dir to continue"):
     """Run a command body; user errors become one line and exit code 2."""
-    from duo_cli.checkpoint import CheckpointError
-    from duo_cli.config import ConfigError
-
     try:
         return fn(*args)
-    except (ConfigError, CheckpointError) as exc:
-        _fail(_one_line(str(exc)))
+    except DuoError as exc:
+        _fail(one_line(exc))
     except OSError as exc:  # unwritable dir, disk full, ... (files it created are removed)
         where = f" {exc.filename}" if exc.filename else ""
-        _fail(f"cannot write{where}: {exc.strerror or _one_line(str(exc))}")
+        _fail(f"cannot write{where}: {exc.strerror or one_line(exc)}")
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {interrupt_hint}", err=True)
         raise typer.Exit(130) from None
@@ -76,11 +76,7 @@ def train(
 ) -> None:
     """Train an agent (PPO on a base env) or a coordinator (on CoordEnv)."""
     cfg = _compose(overrides, type_)
-    if type_ == "agent":
-        from duo_cli.commands.train_agent import train_agent as fn
-    else:
-        from duo_cli.commands.train_coord import train_coord as fn
-
+    fn = train_agent if type_ == "agent" else train_coord
     console = _console()
     run_dir = _run(fn, cfg, console)
     console.print(f"run dir: {run_dir}", soft_wrap=True)
@@ -93,8 +89,6 @@ def eval_(
 ) -> None:
     """Evaluate a saved agent or coordinator on the splits and print the table."""
     cfg = _compose(overrides)
-    from duo_cli.commands.evaluate import evaluate_checkpoint
-
     console = _console()
     run_dir = _run(evaluate_checkpoint, cfg, checkpoint, console, overrides,
                    interrupt_hint="nothing was written")
@@ -114,9 +108,6 @@ def serve(
     """Serve a coordinator over HTTP to an application that owns the env loop."""
     console = _console()
     if summarize:
-        from duo_cli.serve.store import read_episodes, summarize_log
-        from duo_cli.tables import print_eval_table
-
         try:
             records = read_episodes(summarize)
         except (OSError, ValueError) as exc:
@@ -126,8 +117,6 @@ def serve(
     if checkpoint is None:
         _fail("missing CHECKPOINT: duo serve CHECKPOINT [serve.port=PORT] [overrides]")
     cfg = _compose(overrides)
-    from duo_cli.serve import server
-
     run_dir = _run(server.run, cfg, checkpoint, overrides, console,
                    interrupt_hint="live episodes were logged as interrupted")
     console.print(f"run dir: {run_dir}", soft_wrap=True)
@@ -141,8 +130,6 @@ def sweep(
     ] = None,
 ) -> None:
     """Hydra multirun cost sweep (alpha grid x methods x seeds) with AUC tables and plots."""
-    from duo_cli import sweep as sweep_mod
-
     console = _console()
     if summarize:
         sweep_dir = _run(sweep_mod.summarize_dir, summarize, console)
@@ -160,8 +147,6 @@ def config(
     ] = "agent",
 ) -> None:
     """Print the composed config as YAML."""
-    from duo_cli.config import to_yaml
-
     cfg = _compose(overrides, type_)
     typer.echo(to_yaml(cfg), nl=False)
 

@@ -9,6 +9,7 @@ against that class's declared settings, looked up in the registry that
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
@@ -22,7 +23,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import duo_cli.catalog  # noqa: F401 - fills the registry with duo's classes and plugins
-from duo_cli.errors import ConfigError, first_line
+from duo_cli.errors import CheckpointError, ConfigError, first_line
 from duo_cli.groups import ServeSettings
 from duo_cli.paths import PROJECT_DIR, conf_dir, resolve_path
 from duo_cli.registry import check_kwargs, params, resolve
@@ -51,6 +52,20 @@ def _compose_raw(overrides: Sequence[str], config_name: str = "config") -> DictC
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+@functools.lru_cache(maxsize=64)
+def _compose_defaults(group_overrides: tuple[str, ...], config_name: str, conf: str) -> DictConfig:
+    """The config of the chosen group options before value overrides (read-only, cached:
+    the reference :func:`_check_types` compares value overrides against)."""
+    cfg = _compose_raw(group_overrides, config_name)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _base(overrides: Sequence[str], config_name: str) -> DictConfig:
+    return _compose_defaults(tuple(o for o in overrides if _group_of(o) is not None),
+                             config_name, str(conf_dir()))
 
 
 def _group_of(override: str) -> tuple[str, str] | None:
@@ -98,8 +113,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
         msg = str(exc).strip()
         key = _missing_key(msg)
         if key is not None:
-            base = _compose_raw([o for o in overrides if _group_of(o) is not None], config_name)
-            valid = _keys_at(base, key)
+            valid = _keys_at(_base(overrides, config_name), key)
             raise ConfigError(
                 f"unknown key {key!r}; valid keys here: {', '.join(valid)}"
             ) from None
@@ -132,7 +146,7 @@ def _check_types(cfg: DictConfig, overrides: Sequence[str], config_name: str) ->
     value_overrides = [o for o in overrides if _group_of(o) is None and not o.startswith("+")]
     if not value_overrides:
         return
-    base = _compose_raw([o for o in overrides if _group_of(o) is not None], config_name)
+    base = _base(overrides, config_name)
     for ov in value_overrides:
         key = ov.lstrip("~").partition("=")[0]
         if key.startswith("hydra.") or key.startswith("hydra/"):
@@ -295,6 +309,43 @@ def _overlap(a: DictConfig, b: DictConfig) -> bool:
     if a.num_levels == 0 or b.num_levels == 0:
         return True
     return a.start_level < b.start_level + b.num_levels and b.start_level < a.start_level + a.num_levels
+
+
+#: keys a command sets for itself, never taken from a stored setting
+RUN_KEYS = ("run_dir", "overwrite", "resume", "progress")
+
+
+def checkpoint_config(cli_cfg: DictConfig, run_config: Any, where: str,
+                      overrides: Sequence[str] | None, groups: Sequence[str] = ()) -> DictConfig:
+    """The setting a coordinator checkpoint stores (``metadata.run_config``), rebuilt and
+    validated like a composed config: the one way ``duo eval``, ``duo serve`` and anything
+    embedding the server turn a checkpoint into a config.
+
+    A coordinator runs in the setting it was trained in, plus ``key=value`` overrides; the
+    command's own keys (:data:`RUN_KEYS`) and ``groups`` (e.g. ``serve``) come from
+    ``cli_cfg``.
+
+    :raises ConfigError: a group override, or a stored or overridden value that is bad.
+    :raises CheckpointError: a stored setting that is not a config at all.
+    """
+    overrides = list(overrides or [])
+    chosen = [o for o in overrides if _group_of(o) is not None]
+    if chosen:
+        raise ConfigError(f"a coordinator checkpoint takes key=value overrides only, not "
+                          f"{chosen[0]!r}: {where} stores the setting it was trained in")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.create(run_config),
+                              {g: cli_cfg[g] for g in groups},
+                              OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
+        for key in RUN_KEYS:
+            cfg[key] = cli_cfg[key]
+    except Exception as exc:  # noqa: BLE001 - a stored setting that is not a config
+        raise CheckpointError(f"{where}: bad metadata.run_config ({first_line(exc)})") from None
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: metadata.run_config or overrides: {exc}") from None
+    return cfg
 
 
 def to_yaml(cfg: DictConfig) -> str:

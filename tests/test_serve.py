@@ -363,6 +363,30 @@ def test_serve_refuses_an_agent_checkpoint(tiny_agents):
     assert "coordinator checkpoint" in res.output and "Traceback" not in res.output
 
 
+def test_stored_setting_out_of_range_is_refused_alike_by_eval_and_serve(coordinators, tmp_path):
+    """A checkpoint whose stored alpha is -1 (asking the expert pays) and temperature -5:
+    duo eval and duo serve rebuild its setting the same validated way and refuse it alike."""
+    from typer.testing import CliRunner
+
+    from duo_cli.checkpoint import load_checkpoint, save_checkpoint
+    from duo_cli.cli import app
+
+    ckpt = load_checkpoint(coordinators["logit"])
+    ckpt["metadata"]["run_config"]["coordination"].update(expert_query_cost_weight=-1.0,
+                                                           temperature=-5.0)
+    ckpt.pop("format")
+    bad = save_checkpoint(tmp_path / "bad.pt", ckpt)
+    lines = {}
+    for command in ("eval", "serve"):
+        run_dir = tmp_path / command
+        res = CliRunner().invoke(app, [command, str(bad), "serve.port=0", f"run_dir={run_dir}"])
+        assert res.exit_code == 2, res.output
+        assert "Traceback" not in res.output and not run_dir.exists()
+        (lines[command],) = res.output.strip().splitlines()
+    assert lines["eval"] == lines["serve"]
+    assert "coordination.expert_query_cost_weight: -1.0; must be >= 0" in lines["serve"]
+
+
 # -- the contract: served episodes == duo eval -----------------------------------------------------
 
 def _example():

@@ -1,4 +1,4 @@
-"""What every command sets up: torch, base envs, evaluators and the run context."""
+"""What every command sets up: torch, base envs, evaluators, the run context, resume checks."""
 
 from __future__ import annotations
 
@@ -6,16 +6,22 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from duo_cli.config import ConfigError
+from duo_cli.agents import agent_from_checkpoint
+from duo_cli.checkpoint import load_policy_checkpoint
+from duo_cli.checks import check_agent, same_model
+from duo_cli.envs import make_env
+from duo_cli.errors import CheckpointError, ConfigError
+from duo_cli.evaluation.evaluator import Evaluator
+from duo_cli.registry import resolve
+from duo_cli.rundir import RunContext
 
 
-def setup_torch(cfg: DictConfig):
+def setup_torch(cfg: DictConfig) -> torch.device:
     """Threads and seed from the config; the device, refused if it is not available here."""
-    import torch
-
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     torch.manual_seed(int(cfg.seed))
@@ -29,16 +35,12 @@ def setup_torch(cfg: DictConfig):
 
 def make_base_env(cfg: DictConfig, split: str, num_envs: int | None = None):
     """The base vector env of one split."""
-    from duo_cli.envs import make_env
-
     return make_env(cfg.env, split, num_envs or cfg.env.num_envs)
 
 
 def make_evaluators(cfg: DictConfig, splits: Iterable[str], num_episodes: int,
                     env_factory: Callable[[str, int], Any]) -> dict:
     """split -> Evaluator over ``env_factory(split, num_envs)``, seeded by the split."""
-    from duo_cli.evaluation.evaluator import Evaluator
-
     ev = cfg.evaluation
     num_envs = min(int(ev.num_envs), int(num_episodes))
     return {
@@ -56,10 +58,8 @@ def close_evaluators(evaluators: dict) -> None:
 
 
 def run_context(cfg: DictConfig, run_dir: Path, console: Console, device: Any,
-                metadata: dict | None = None):
+                metadata: dict | None = None) -> RunContext:
     """The :class:`~duo_cli.rundir.RunContext` an algorithm gets."""
-    from duo_cli.rundir import RunContext
-
     return RunContext(
         run_dir=run_dir, device=device, seed=int(cfg.seed), console=console,
         resume=bool(cfg.resume), tensorboard=bool(cfg.tensorboard), progress=bool(cfg.progress),
@@ -67,8 +67,39 @@ def run_context(cfg: DictConfig, run_dir: Path, console: Console, device: Any,
     )
 
 
-def build_algorithm(cfg: DictConfig, ctx: Any) -> Any:
-    """The algorithm ``cfg.algorithm`` names (from the closed set of classes)."""
-    from duo_cli.registry import resolve
+def algorithm_class(cfg: DictConfig) -> type:
+    """The algorithm class ``cfg.algorithm`` names (from the closed set of classes)."""
+    return resolve(cfg.algorithm._target_, "algorithm", "algorithm._target_")
 
-    return resolve(cfg.algorithm._target_, "algorithm", "algorithm._target_")(cfg.algorithm, ctx)
+
+def build_algorithm(cfg: DictConfig, ctx: Any) -> Any:
+    """The algorithm ``cfg.algorithm`` names, with its settings and the run's context."""
+    return algorithm_class(cfg)(cfg.algorithm, ctx)
+
+
+def check_resume(cfg: DictConfig, kind: str) -> None:
+    """``resume=true``: the run dir's ``last.pt`` must fit this run, checked before any write."""
+    if not (cfg.resume and cfg.run_dir):
+        return
+    last = Path(cfg.run_dir).expanduser() / "last.pt"
+    if not last.is_file():
+        return  # make_run_dir applies the rule for a dir without last.pt
+    ckpt = load_policy_checkpoint(last)
+    name = f"resume=true: {last}"
+    if ckpt["kind"] != kind:
+        raise ConfigError(f"{name} is a {ckpt['kind']} run; this is duo train --type {kind}")
+    if not isinstance(ckpt.get("train_state"), dict):
+        raise CheckpointError(f"{name} has no train_state to continue from")
+    if kind == "agent":
+        same_model(cfg, ckpt, name)
+        agent = agent_from_checkpoint(ckpt, "cpu", name=str(last))
+        check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
+        return
+    theirs = ckpt["config"].get("policy")
+    ours = OmegaConf.to_container(cfg.policy, resolve=True)
+    method = ckpt["metadata"].get("method")
+    if theirs != ours or method != cfg.algorithm.name:
+        raise ConfigError(
+            f"{name} was trained by {method!r} with policy {theirs}; this run is "
+            f"{cfg.algorithm.name!r} with policy {ours}"
+        )

@@ -6,12 +6,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
+from duo_cli.agents import agent_from_checkpoint
+from duo_cli.checkpoint import load_policy_checkpoint, save_checkpoint
+from duo_cli.checks import check_agent, load_params
 from duo_cli.commands.common import close_evaluators, make_base_env, make_evaluators, setup_torch
-from duo_cli.config import ConfigError, chosen_splits, first_line, resolve_path
-from duo_cli.rundir import make_run_dir, owns_run_dir
+from duo_cli.config import checkpoint_config, chosen_splits, compose
+from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
+from duo_cli.errors import ConfigError
+from duo_cli.paths import resolve_path
+from duo_cli.rundir import make_run_dir, owns_run_dir, write_json
+from duo_cli.tables import print_eval_table
 
 
 @dataclass
@@ -28,10 +35,6 @@ class _Target:
 def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
                         overrides: list[str] | None = None, claim: Any = None) -> Path:
     """Score the checkpoint on the chosen splits; writes ``summary.json`` (and BP on request)."""
-    from duo_cli.checkpoint import load_policy_checkpoint
-    from duo_cli.rundir import write_json
-    from duo_cli.tables import print_eval_table
-
     path = resolve_path(checkpoint)
     ckpt = load_policy_checkpoint(path)
     kind = ckpt.get("kind")
@@ -63,9 +66,6 @@ def _splits(cfg: DictConfig, default: list[str]) -> list[str]:
 
 
 def _agent_target(cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target:
-    from duo_cli.agents import agent_from_checkpoint
-    from duo_cli.checks import check_agent
-
     cfg = _env_of_checkpoint(cfg, ckpt, overrides)
     device = setup_torch(cfg)
     splits = _splits(cfg, list(cfg.evaluation.splits))
@@ -79,8 +79,6 @@ def _agent_target(cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target
 def _env_of_checkpoint(cfg: DictConfig, ckpt: dict, overrides) -> DictConfig:
     """Without ``env=`` / ``env.name`` / ``env.task`` on the command line, an agent is scored
     in the env its checkpoint names (e.g. a MiniGrid DoorKey agent on DoorKey)."""
-    from duo_cli.config import compose
-
     env = ckpt.get("config", {}).get("env") or {}
     name, task = env.get("name"), env.get("task")
     given = any(o.lstrip("+~").split("=")[0] in ("env", "env.name", "env.task")
@@ -91,10 +89,7 @@ def _env_of_checkpoint(cfg: DictConfig, ckpt: dict, overrides) -> DictConfig:
 
 
 def _coord_target(cli_cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target:
-    from duo_cli.checks import load_params
-    from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
-
-    cfg = coord_eval_config(cli_cfg, ckpt, path, overrides)
+    cfg = checkpoint_config(cli_cfg, ckpt["metadata"]["run_config"], str(path), overrides)
     device = setup_torch(cfg)
     splits = _splits(cfg, [s for s in cfg.evaluation.splits if s != "train"])
     factory = CoordEnvFactory(cfg, device)
@@ -106,8 +101,6 @@ def _coord_target(cli_cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Ta
 
 def _measured_bp(test: dict, ckpt: dict, path: Path, write: bool, console: Console) -> float:
     """BP = test reward per step; with ``write``, stored in the checkpoint's metadata."""
-    from duo_cli.checkpoint import save_checkpoint
-
     bp = test["reward_mean"] / test["episode_length_mean"]
     console.print(f"BP (test reward per step): {bp:.5f}")
     if not write:
@@ -126,32 +119,3 @@ def _measured_bp(test: dict, ckpt: dict, path: Path, write: bool, console: Conso
     save_checkpoint(path, ckpt)
     console.print(f"wrote BP into {path}")
     return bp
-
-
-def coord_eval_config(cli_cfg: DictConfig, ckpt: dict, path: Path,
-                       overrides: list[str] | None) -> DictConfig:
-    """A coordinator is scored in the setting it was trained in (its ``run_config``), plus
-    value overrides; the file's config is data, validated like a composed one."""
-    from duo_cli.config import _group_of, validate
-
-    groups = [o for o in (overrides or []) if _group_of(o) is not None]
-    if groups:
-        raise ConfigError(
-            f"duo eval of a coordinator takes key=value overrides only, not {groups[0]!r}: "
-            f"{path} was trained with algorithm={ckpt['metadata'].get('method')}"
-        )
-    values = [o for o in (overrides or []) if "=" in o]
-    try:
-        cfg = OmegaConf.merge(OmegaConf.create(ckpt["metadata"]["run_config"]),
-                              OmegaConf.from_dotlist(values))
-        for key in ("run_dir", "overwrite", "resume", "progress"):
-            cfg[key] = cli_cfg[key]
-    except Exception as exc:  # noqa: BLE001 - malformed run_config
-        from duo_cli.checkpoint import CheckpointError
-
-        raise CheckpointError(f"{path}: bad metadata.run_config ({first_line(exc)})") from None
-    try:
-        validate(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: metadata.run_config or overrides: {exc}") from None
-    return cfg

@@ -9,26 +9,26 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from duo_cli.agents import agent_from_checkpoint, agent_spec, build_agent, require_agent
+from duo_cli.checkpoint import load_policy_checkpoint
+from duo_cli.checks import check_agent, same_model
 from duo_cli.commands.common import (
     build_algorithm,
+    check_resume,
     close_evaluators,
     make_base_env,
     make_evaluators,
     run_context,
     setup_torch,
 )
-from duo_cli.config import resolve_path
 from duo_cli.coordination.factory import POOL_KEYS
-from duo_cli.rundir import make_run_dir, owns_run_dir
+from duo_cli.paths import resolve_path
+from duo_cli.rundir import make_run_dir, owns_run_dir, write_json, write_text
 
 
 @owns_run_dir
 def train_agent(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     """Train an agent; writes ``config.yaml``, checkpoints and ``train_result.json``."""
-    from duo_cli.agents import agent_spec, build_agent
-    from duo_cli.checks import check_resume
-    from duo_cli.rundir import write_json, write_text
-
     device = setup_torch(cfg)
     init = _init_checkpoint(cfg)  # checked before anything is written
     check_resume(cfg, "agent")
@@ -77,10 +77,6 @@ def _difficulty(split_cfg: DictConfig) -> str:
 
 def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
     """Load ``algorithm.init_from`` (an agent checkpoint to fine-tune), checking its model."""
-    from duo_cli.agents import agent_from_checkpoint, require_agent
-    from duo_cli.checkpoint import load_policy_checkpoint
-    from duo_cli.checks import check_agent, same_model
-
     init_from = cfg.algorithm.get("init_from")
     if not init_from:
         return None

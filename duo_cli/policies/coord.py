@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from duo_cli.policies.base import Policy
 from duo_cli.settings import parse_settings
 

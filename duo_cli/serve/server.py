@@ -14,8 +14,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from duo_cli.config import ConfigError
+from duo_cli.checkpoint import load_coord_checkpoint
+from duo_cli.config import checkpoint_config
+from duo_cli.errors import ConfigError
+from duo_cli.groups import ServeSettings
+from duo_cli.serve.app import create_app
+from duo_cli.serve.coordinator import ServedCoordinator, new_run_dir
+from duo_cli.serve.service import Service
 from duo_cli.serve.store import LOG_NAME, EpisodeLog
+from duo_cli.settings import parse_settings
 
 logger = logging.getLogger(__name__)
 
@@ -63,25 +70,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 def build(cli_cfg: DictConfig, checkpoint: str, overrides: list[str] | None):
     """Load the checkpoint and make the service and app; returns ``(cfg, service, app, token)``."""
-    from duo_cli.serve.app import create_app
-    from duo_cli.serve.coordinator import (
-        ServedCoordinator,
-        check_serve_config,
-        load_coord_checkpoint,
-        new_run_dir,
-        serve_config,
-    )
-    from duo_cli.serve.service import Limits, Service
-
     path, ckpt = load_coord_checkpoint(checkpoint)
-    cfg = serve_config(cli_cfg, ckpt, overrides)
-    check_serve_config(cfg)
+    # the setting the coordinator was trained in, validated as duo eval does, with `serve`
+    cfg = checkpoint_config(cli_cfg, ckpt["metadata"]["run_config"], str(path), overrides,
+                            groups=("serve",))
+    settings = parse_settings(ServeSettings, cfg.serve, "serve")
     token = serve_token(cfg)
     coord = ServedCoordinator(cfg, ckpt, path)  # checks agents and BP before anything is written
     run_dir = new_run_dir(cfg)
     saved = OmegaConf.merge(cfg, {"serve": {"token": "<redacted>" if cfg.serve.token else None}})
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))  # never the secret
-    service = Service(coord, EpisodeLog(run_dir / LOG_NAME), Limits.from_config(cfg.serve))
+    service = Service(coord, EpisodeLog(run_dir / LOG_NAME), settings)
     service.run_dir = run_dir
     return cfg, service, create_app(service, token), token
 

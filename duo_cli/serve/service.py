@@ -7,9 +7,9 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
+from duo_cli.groups import ServeSettings
 from duo_cli.serve import wire
 from duo_cli.serve.batcher import MicroBatcher
 from duo_cli.serve.episodes import (
@@ -27,34 +27,15 @@ from duo_cli.serve.store import EpisodeLog
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Limits:
-    """The ``serve`` config's limits."""
-
-    max_concurrent: int = 256
-    episode_timeout_s: float = 60.0
-    max_batch: int = 64
-    max_wait_ms: float = 2.0
-    max_request_bytes: int = 1 << 20
-    external_expert: bool = False
-    forward_thread: bool = False
-
-    @classmethod
-    def from_config(cls, s: Any) -> Limits:
-        return cls(int(s.max_concurrent), float(s.episode_timeout_s), int(s.max_batch),
-                   float(s.max_wait_ms), int(s.max_request_bytes), s.expert == "external",
-                   bool(s.get("forward_thread", False)))
-
-
 class Service:
     """Serves one coordinator (:class:`~duo_cli.serve.coordinator.ServedCoordinator`).
 
     :param coordinator: the loaded coordinator.
     :param log: where finished episodes go.
-    :param limits: admission, time-out and batching limits.
+    :param limits: the ``serve`` settings: admission, time-out and batching limits.
     """
 
-    def __init__(self, coordinator: Any, log: EpisodeLog, limits: Limits):
+    def __init__(self, coordinator: Any, log: EpisodeLog, limits: ServeSettings):
         self.coord = coordinator
         self.log = log
         self.limits = limits

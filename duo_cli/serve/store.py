@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from duo_cli.evaluation.statistics import summarize_episodes
+
 logger = logging.getLogger(__name__)
 
 LOG_NAME = "episodes.jsonl"
@@ -71,7 +73,6 @@ def read_episodes(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def summarize_log(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``duo eval``-style results per episode status (``ended``, ``abandoned``, ...)."""
-    from duo_cli.evaluation.statistics import summarize_episodes
 
     by_status: dict[str, list] = {}
     for k, r in enumerate(records):
