@@ -11,6 +11,7 @@ import pytest
 from duo_cli.checkpoint import load_checkpoint
 from duo_cli.config import ConfigError, compose
 from duo_cli.coordination.alpha_grid import alpha_key, rescore
+from duo_cli.report.records import read_points
 
 ALPHAS = [0.0, 0.5, 2.0]
 
@@ -43,6 +44,8 @@ def test_grid_matches_one_job_per_alpha(method, tiny_agents, tmp_path, quiet_con
     grid = _run([*base, f"coordination.alphas={ALPHAS}"], tmp_path / "grid", quiet_console)
     assert [e["alpha"] for e in grid["per_alpha"]] == ALPHAS
     assert grid["validation_rollouts"] == 2 * len(grid["candidates"])  # once per split
+    assert grid["traits"] == {"learns": False, "shares_rollouts": True, "role": "method"}
+    assert [p.alpha for p in read_points(grid)] == ALPHAS
     for entry in grid["per_alpha"]:
         a = entry["alpha"]
         one = _run([*base, f"coordination.expert_query_cost_weight={a}"],
@@ -74,6 +77,9 @@ def test_learned_method_trains_once_per_alpha(tiny_agents, tmp_path, quiet_conso
     grid = _run([*tiny_agents["overrides"], *tiny_ppo, "coordination.alphas=[0,1]"],
                 tmp_path / "ppo", quiet_console)
     assert [e["alpha"] for e in grid["per_alpha"]] == [0.0, 1.0]
+    assert grid["traits"] == {"learns": True, "shares_rollouts": False, "role": "method"}
+    assert all(p.learned and not p.skyline for p in read_points(grid))
+    assert all(e["train"]["global_step"] == 64 for e in grid["per_alpha"])  # sub-runs kept
     for a in (0, 1):
         assert (tmp_path / "ppo" / alpha_key(a) / "summary.json").is_file()
 

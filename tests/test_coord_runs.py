@@ -149,6 +149,7 @@ def test_selected_parameters_come_from_the_candidates(coord_run):
 
     ood = read_json(coord_run("ood") / "summary.json")
     assert set(ood["selected"]) == {"threshold", "feature"}
+    assert ood["traits"] == {"learns": False, "shares_rollouts": True, "role": "method"}
     ckpt = load_checkpoint(coord_run("ood") / "best_val_sim.pt")
     assert ckpt["state_dict"]["fit_features"].shape[0] == 8 * 2  # fit_steps x env.num_envs
 
@@ -168,6 +169,9 @@ def test_ppo_coordinator_and_skyline_complete(coord_run, method):
     rows = (run_dir / "metrics.jsonl").read_text().strip().splitlines()
     assert len(rows) == 64 // (2 * 16)
     assert summary["train"]["global_step"] == 64
+    # declared by PPO and the config (the skyline trains on the test distribution)
+    assert summary["traits"] == {"learns": True, "shares_rollouts": False,
+                                 "role": "skyline" if method == "skyline" else "method"}
     ckpt = load_checkpoint(run_dir / f"best_{selection}.pt")
     assert ckpt["kind"] == "coord"
     assert selection in ckpt["metadata"]["eval"]

@@ -22,20 +22,21 @@ def _test(rewards) -> dict:
             "base_reward_mean": float(r.mean()), "episodes": r.size, "rewards": r.tolist()}
 
 
-def _job(task, method, by_alpha, learned=False):
+def _job(task, method, by_alpha, learned=False, skyline=False):
     """An alpha-grid job summary; ``by_alpha``: ``{alpha: (test, val_sim, val_true)}``
-    rewards (``None`` validators: an entry without ``validators``)."""
+    rewards (``None`` validators: an entry without ``validators``); ``learned`` and
+    ``skyline``: its declared traits."""
     entries = []
     for alpha, (test, sim, true) in by_alpha.items():
         e = {"alpha": alpha, "beta": 0.0, "test": _test(test)}
         if sim is not None:
             e["validators"] = {"val_sim": {"index": 0, "selected": {}, "test": _test(sim)},
                                "val_true": {"index": 1, "selected": {}, "test": _test(true)}}
-        if learned:
-            e["train"] = {"global_step": 100}
         entries.append(e)
-    return {"method": method, "task": task, "seed": 0, "alphas": list(by_alpha),
-            "beta": 0.0, "per_alpha": entries}
+    traits = {"learns": learned, "shares_rollouts": not learned,
+              "role": "skyline" if skyline else "method"}
+    return {"method": method, "task": task, "seed": 0, "traits": traits,
+            "alphas": list(by_alpha), "beta": 0.0, "per_alpha": entries}
 
 
 A0, A1 = [1, 1, 0, 0], [0, 0, 0, 0]       # val_sim's choice: per-level AUC .5 .5 0 0
@@ -50,9 +51,11 @@ def _suite() -> list[dict]:
         _job("T", "always_novice", {0.0: ([0] * 4, None, None), 1.0: ([0] * 4, None, None)}),
         _job("T", "random_half", {0.0: ([0, 1, 0, 1], None, None),
                                   1.0: ([0, 1, 0, 1], None, None)}),
-        _job("T", "skyline_a", {0.0: (SKY, PROP0, SKY), 1.0: (SKY, PROP1, SKY)}, learned=True),
+        _job("T", "skyline_a", {0.0: (SKY, PROP0, SKY), 1.0: (SKY, PROP1, SKY)}, learned=True,
+             skyline=True),
         _job("T", "skyline_b", {0.0: ([0, 1, 1, 0], PROP0, [0, 1, 1, 0]),
-                                1.0: ([0, 1, 1, 0], PROP1, [0, 1, 1, 0])}, learned=True),
+                                1.0: ([0, 1, 1, 0], PROP1, [0, 1, 1, 0])}, learned=True,
+             skyline=True),
     ]
 
 
@@ -118,12 +121,13 @@ def test_three_ratios_to_the_best_skyline_variant(summary):
     assert r["oracle_proposer"]["method"] == "skyline_a (val_sim)"
     # per-method ratios are to the best variant too; skyline variants never win
     assert t["methods"]["ood_x"]["skyline_ratio"] == pytest.approx(0.25)
-    assert all(not w.startswith("skyline") for w in t["winners"])
+    assert t["winners"] and all(t["methods"][w]["role"] == "method" for w in t["winners"])
     sky = summary["tasks"]["T"]["methods"]["skyline_a"]["validators"]
     assert sky["val_sim"]["auc"] == pytest.approx(0.875)  # the proposer: YRC-0 choice
     assert (Path(summary["_dir"]) / "plot_skyline_ratios.png").stat().st_size > 1000
     md = (Path(summary["_dir"]) / "report.md").read_text()
     assert "## Ratio to the skyline" in md and "plot_skyline_ratios.png" in md
+    assert "| skyline_a | skyline |" in md and "| ood_x **(winner)** | non-RL |" in md  # kinds
 
 
 def test_wins_under_both_rules(summary):
@@ -131,7 +135,7 @@ def test_wins_under_both_rules(summary):
     # random_half has strictly the highest AUC but its paired CI to ood_x includes 0
     assert w["random_half"]["benchmark"] == {"wins": 1, "tasks": ["T"]}
     assert w["random_half"]["paired"] == {"wins": 0, "tasks": []}
-    assert not any(m.startswith("skyline") for m in w)
+    assert "skyline_a" not in w and "skyline_b" not in w  # role skyline: never counted
     rw = summary["tasks"]["T"]["rule_winners"]
     assert (rw["top"], rw["runner_up"], rw["benchmark"], rw["paired"]) == (
         "random_half", "ood_x", "random_half", None)

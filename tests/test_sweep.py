@@ -78,7 +78,10 @@ def _check_tiny_sweep(sweep_dir: Path, num_jobs: int = 4) -> dict:
 
 def _fake(task, method, alpha, seed, rewards, frac, beta=0.0):
     r = np.asarray(rewards, dtype=float)
+    sky = method == "skyline"  # what the job declares: the skyline, a trained coordinator
     return {"method": method, "task": task, "alpha": alpha, "beta": beta, "seed": seed,
+            "traits": {"learns": sky, "shares_rollouts": not sky,
+                       "role": "skyline" if sky else "method"},
             "test": {"reward_mean": float(r.mean()), "reward_ci95": 0.0,
                      "base_reward_mean": float(r.mean()), "expert_frac": frac,
                      "episodes": r.size, "rewards": r.tolist()}}

@@ -8,6 +8,8 @@ import pytest
 from duo_cli import sweep
 from duo_cli.config import compose, group_options
 from duo_cli.policies.logit import METRICS
+from duo_cli.registry import resolve
+from duo_cli.summaries import job_traits
 
 NON_RL = ["always_novice", "always_expert", "random_half", "random",
           *(f"logit_{m}" for m in METRICS),
@@ -36,6 +38,11 @@ def test_every_variant_composes_with_its_own_name(name):
     assert name in group_options("algorithm")
     cfg = compose(["env=minigrid", f"algorithm={name}"], "coord")
     assert cfg.algorithm.name == name
+    # what the report counts it as, declared by its class and config, not its name
+    traits = job_traits(resolve(cfg.algorithm._target_, "algorithm"), cfg)
+    assert (traits.learns, traits.shares_rollouts) == ((True, False) if name.startswith("skyline")
+                                                       else (False, True))
+    assert traits.role == ("skyline" if name.startswith("skyline") else "method")
     kind, _, rest = name.partition("_")
     if kind == "logit":
         assert cfg.policy.metric == rest and rest in METRICS

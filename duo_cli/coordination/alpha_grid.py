@@ -16,16 +16,21 @@ Methods that learn (PPO, skyline) train once per α.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.table import Table
 
-from duo_cli.config import VALIDATION_SPLITS as VALIDATORS
+from duo_cli.checkpoint import save_policy
+from duo_cli.coordination.env import step_costs
+from duo_cli.errors import ConfigError
+from duo_cli.evaluation.evaluator import close_evaluators, make_evaluators
 from duo_cli.evaluation.statistics import summarize_outcomes, without_episodes
+from duo_cli.summaries import VALIDATORS, AlphaResult, Choice, JobSummary, SummaryError, read_summary
+from duo_cli.tables import fmt, fmt_ci
 
 
 def rescore(result: dict[str, Any], alpha: float, beta: float, bp: float,
@@ -34,8 +39,6 @@ def rescore(result: dict[str, Any], alpha: float, beta: float, bp: float,
 
     ``decimals`` rounds the per-step costs as ``coordination.cost_decimals`` does.
     """
-    from duo_cli.coordination.env import step_costs
-
     expert_cost, switch_cost = step_costs(bp, alpha, beta, decimals)
     base = np.asarray(result["base_rewards"], dtype=np.float64)
     expert = np.asarray(result["expert_steps"], dtype=np.float64)
@@ -59,10 +62,9 @@ def run_candidate_grid(cfg: DictConfig, factory: Any, algorithm: Any, policy: An
     chosen candidate plays test once.
 
     :param factory: the job's :class:`~duo_cli.coordination.factory.CoordEnvFactory`.
-    :returns: the job summary's ``per_alpha`` list and the candidate table.
+    :returns: the job summary's results (one per α) and its further keys: the
+        candidate table and the number of rollouts.
     """
-    from duo_cli.commands.common import close_evaluators, make_evaluators
-
     co = cfg.coordination
     alphas = [float(a) for a in co.alphas]
     beta, bp = float(co.switch_agent_cost_weight), float(factory.bp)
@@ -91,34 +93,30 @@ def run_candidate_grid(cfg: DictConfig, factory: Any, algorithm: Any, policy: An
     selection = co.selection_split
     per_alpha = []
     for j, alpha in enumerate(alphas):
-        entry: dict[str, Any] = {"alpha": alpha, "beta": beta, "selection_split": selection,
-                                 "validators": {}}
+        validation, validators = {}, {}
         for split in VALIDATORS:
             i = choice[split][j]
-            entry[split] = without_episodes(score(played[i].results[split], alpha))
-            entry["validators"][split] = {
-                "index": i, "selected": played[i].plain,
-                "test": score(tested[i], alpha),  # per-episode lists: paired validator gap
-            }
+            validation[split] = without_episodes(score(played[i].results[split], alpha))
+            # per-episode lists in test: the paired validator gap
+            validators[split] = Choice(test=score(tested[i], alpha), selected=played[i].plain,
+                                       index=i)
             policy.set_params(played[i].params)
             _save_selected(cfg, factory, run_dir / alpha_key(alpha) / f"best_{split}.pt", policy,
                            alpha, {"selected": played[i].plain, "selected_on": split})
         i = choice[selection][j]
-        entry["selected"] = played[i].plain
-        entry["test"] = score(tested[i], alpha)
-        per_alpha.append(entry)
+        per_alpha.append(AlphaResult(alpha, beta, test=score(tested[i], alpha),
+                                     selection_split=selection, selected=played[i].plain,
+                                     validation=validation, validators=validators))
     table = [{"params": c.plain,
               **{s: without_episodes(score(c.results[s], alphas[0])) for s in VALIDATORS}}
              for c in played]
-    return {"per_alpha": per_alpha, "candidates": table,
-            "test_rollouts": len(tested), "validation_rollouts": len(played) * len(VALIDATORS)}
+    return per_alpha, {"candidates": table, "test_rollouts": len(tested),
+                       "validation_rollouts": len(played) * len(VALIDATORS)}
 
 
 def _save_selected(cfg: DictConfig, factory: Any, path: Path, policy: Any, alpha: float,
                    meta: dict[str, Any]) -> None:
     """A coordinator checkpoint whose ``run_config`` is the single-α job at ``alpha``."""
-    from duo_cli.checkpoint import save_policy
-
     run_config = OmegaConf.to_container(cfg, resolve=True)
     run_config["coordination"]["alphas"] = None
     run_config["coordination"]["expert_query_cost_weight"] = alpha
@@ -126,17 +124,23 @@ def _save_selected(cfg: DictConfig, factory: Any, path: Path, policy: Any, alpha
                                "bp": factory.bp, "run_config": run_config, **meta})
 
 
-def run_learned_grid(cfg: DictConfig, run_single, run_dir: Path) -> dict[str, Any]:
+def run_learned_grid(cfg: DictConfig, run_single, run_dir: Path
+                     ) -> tuple[list[AlphaResult], dict[str, Any]]:
     """A learning method (PPO, skyline): one training per α, each in its own sub-dir.
 
-    :param run_single: ``(cfg, run_dir) -> summary`` of a single-α coordination run.
+    :param run_single: ``(cfg) -> summary`` (its JSON data) of a single-α coordination run.
+    :returns: the job summary's results, one per α: each the whole summary of its
+        single-α run, and its further keys (none).
     """
     per_alpha = []
     for alpha in [float(a) for a in cfg.coordination.alphas]:
         sub_dir = run_dir / alpha_key(alpha)
         done = sub_dir / "summary.json"
         if done.is_file():  # finished before an interruption
-            per_alpha.append(json.loads(done.read_text()))
+            try:
+                per_alpha.append(_entry(read_summary(done).to_json()))
+            except SummaryError as exc:
+                raise ConfigError(f"{done}: {exc}; remove it to re-run alpha {alpha:g}") from None
             continue
         sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         with open_dict(sub):
@@ -146,23 +150,26 @@ def run_learned_grid(cfg: DictConfig, run_single, run_dir: Path) -> dict[str, An
             sub.resume = (sub_dir / "last.pt").is_file()
             sub.overwrite = not sub.resume
         t0 = time.time()
-        summary = run_single(sub)
-        summary["wall_time_s"] = time.time() - t0
-        per_alpha.append(summary)
-    return {"per_alpha": per_alpha}
+        entry = _entry(run_single(sub))
+        entry.extra["wall_time_s"] = time.time() - t0
+        per_alpha.append(entry)
+    return per_alpha, {}
 
 
-def print_grid(console, summary: dict[str, Any]) -> None:
-    from rich.table import Table
+def _entry(single: dict[str, Any]) -> AlphaResult:
+    """A single-α run's summary as one entry of ``per_alpha``: its result, with the
+    rest of that summary (``train``, ``checkpoint``, ...) kept verbatim."""
+    JobSummary.from_json(single)  # refuses what is not a single-α job summary
+    return AlphaResult.from_json(single)
 
-    from duo_cli.tables import fmt, fmt_ci
 
-    table = Table(title=f"{summary['method']} on {summary['task']}: test, per alpha")
+def print_grid(console, summary: JobSummary) -> None:
+    table = Table(title=f"{summary.method} on {summary.task}: test, per alpha")
     for col in ("alpha", "reward ± CI", "expert frac", "selected"):
         table.add_column(col, justify="right" if col != "selected" else "left")
-    for e in summary["per_alpha"]:
-        t = e["test"]
-        sel = ", ".join(f"{k}={fmt(v, 3)}" for k, v in (e.get("selected") or {}).items())
-        table.add_row(f"{e['alpha']:g}", fmt_ci(t["reward_mean"], t["reward_ci95"]),
+    for r in summary.results:
+        t = r.test
+        sel = ", ".join(f"{k}={fmt(v, 3)}" for k, v in (r.selected or {}).items())
+        table.add_row(f"{r.alpha:g}", fmt_ci(t["reward_mean"], t["reward_ci95"]),
                       fmt(t.get("expert_frac")), sel or "-")
     console.print(table)

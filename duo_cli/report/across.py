@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 
 from duo_cli.report.stats import prob_improvement_levels
-from duo_cli.report.summary import EXPERT, NOVICE, SKYLINE, Curve, _paired, is_skyline
+from duo_cli.report.summary import EXPERT, NOVICE, Curve, _paired
+from duo_cli.summaries import SKYLINE
 
 
 def reference(result: Mapping[str, Any]) -> tuple[str, float] | None:
     """``(name, AUC)`` of the task's normalising reference, or ``None``."""
     methods = result["methods"]
-    for names in ((result.get("skyline") or SKYLINE,), (NOVICE, EXPERT)):
+    sky = (result["skyline"],) if result.get("skyline") else ()
+    for names in (sky, (NOVICE, EXPERT)):
         cands = [(methods[n]["auc"], n) for n in names
                  if n in methods and math.isfinite(methods[n]["auc"]) and methods[n]["auc"] > 0]
         if cands:
@@ -127,8 +129,8 @@ def count_wins(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, 
     """Per method: tasks won (ties included), tasks won alone, and which."""
     wins: dict[str, dict[str, Any]] = {}
     for t, r in results.items():
-        for m in r["methods"]:
-            if not is_skyline(m):
+        for m, v in r["methods"].items():
+            if v["role"] != SKYLINE:
                 wins.setdefault(m, {"wins": 0, "sole_wins": 0, "tasks_won": []})
         for m in r["winners"]:
             w = wins.setdefault(m, {"wins": 0, "sole_wins": 0, "tasks_won": []})

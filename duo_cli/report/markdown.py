@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from duo_cli.report.tables import ci, num
+from duo_cli.summaries import SKYLINE
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -15,6 +16,11 @@ def _row(cells: Sequence[str]) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _kind(v: Mapping[str, Any]) -> str:
+    """What the method is, as its jobs declared (``traits``): skyline, learned or non-RL."""
+    return "skyline" if v["role"] == SKYLINE else "learned" if v["learned"] else "non-RL"
 
 
 def _task(name: str, r: Mapping[str, Any], plot: str | None) -> list[str]:
@@ -32,14 +38,14 @@ def _task(name: str, r: Mapping[str, Any], plot: str | None) -> list[str]:
     has_sky = any("skyline_ratio" in v for v in r["methods"].values())
     rows = []
     for m, v in ranked:
-        row = [m + (" **(winner)**" if m in r["winners"] else ""),
+        row = [m + (" **(winner)**" if m in r["winners"] else ""), _kind(v),
                f"{num(v['auc'])} {ci(v['auc_ci95'])}",
                f"{num(v['auc_area'])} {ci(v['auc_area_ci95'])}",
                " ".join(map(str, v["seeds"])) or "-", str(v["episodes_per_seed"])]
         if has_sky:
             row.append(f"{num(v.get('skyline_ratio'))} {ci(v.get('skyline_ratio_ci95'))}")
         rows.append(row)
-    out += _table(["method", "AUC [95% CI]", "area [95% CI]", "seeds", "levels/seed",
+    out += _table(["method", "kind", "AUC [95% CI]", "area [95% CI]", "seeds", "levels/seed",
                    *(["AUC / skyline [95% CI]"] if has_sky else [])], rows)
     rows = []
     for m, v in ranked:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from duo_cli.report.summary import SKYLINE, is_skyline
+from duo_cli.summaries import SKYLINE
 
 
 def safe(name: str) -> str:
@@ -48,7 +48,7 @@ def plot_task(path: Path, name: str, result: Mapping[str, Any]) -> Path:
         lo = np.array([_nan((p["reward_ci95"] or [np.nan])[0]) for p in pts])
         hi = np.array([_nan((p["reward_ci95"] or [np.nan, np.nan])[1]) for p in pts])
         e = np.array([_nan(p["expert_frac"]) for p in pts])
-        style = "--" if is_skyline(method) else "-"
+        style = "--" if m["role"] == SKYLINE else "-"
         line, = ax_r.plot(a, r, style, marker="o", label=f"{method} (AUC {m['auc']:.3g})")
         ax_r.fill_between(a, lo, hi, alpha=0.2, color=line.get_color())
         ax_e.plot(a, e, style, marker="o", color=line.get_color())
@@ -73,8 +73,9 @@ def plot_ratios(path: Path, summary: Mapping[str, Any]) -> Path | None:
     tasks = list(refs)
     if not tasks:
         return None
-    methods = sorted(m for m in {m for t in tasks for m in summary["tasks"][t]["methods"]}
-                     if not is_skyline(m))
+    skylines = {m for t in tasks for m, v in summary["tasks"][t]["methods"].items()
+                if v["role"] == SKYLINE}
+    methods = sorted({m for t in tasks for m in summary["tasks"][t]["methods"]} - skylines)
     if not methods:
         return None
     fig = _figure(max(6.0, 1.2 * len(tasks) * max(1, len(methods)) / 3 + 3), 4.5)
@@ -88,7 +89,8 @@ def plot_ratios(path: Path, summary: Mapping[str, Any]) -> Path | None:
             v = summary["tasks"][t]["methods"].get(m)
             val = np.nan if v is None else v["auc"] / ref
             ci = None if v is None or not v["auc_ci95"] else [c / ref for c in v["auc_ci95"]]
-            if v is not None and refs[t]["method"] == SKYLINE and v.get("skyline_ratio_ci95"):
+            if (v is not None and refs[t]["method"] == summary["tasks"][t]["skyline"]
+                    and v.get("skyline_ratio_ci95")):
                 val, ci = v["skyline_ratio"], v["skyline_ratio_ci95"]
             vals.append(val)
             err[0].append(0 if ci is None else max(val - ci[0], 0))

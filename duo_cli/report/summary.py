@@ -4,29 +4,26 @@ and ratio to the skyline (see :mod:`duo_cli.report.stats` for the resampling).""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from duo_cli.report import stats
-from duo_cli.report.records import VALIDATORS, Point
+import duo_cli.report.stats as stats
+from duo_cli.report.records import Point
+from duo_cli.summaries import METHOD, SKYLINE, VALIDATORS
 
-SKYLINE = "skyline"
 #: the benchmark's two reference baselines every method is compared with
 NOVICE, EXPERT = "always_novice", "always_expert"
+MIXED_ROLES = "its jobs disagree on the role (skyline or method): counted as the skyline"
 
 
-def is_skyline(method: str) -> bool:
-    """A skyline variant (``skyline``, ``skyline_obs``, ...): the PPO coordinator trained
-    on the test distribution; never a contender, "the" skyline is the best variant."""
-    return method.startswith(SKYLINE)
-
-
-def best_skyline(aucs: Mapping[str, float]) -> str | None:
-    """The task's skyline: the skyline variant with the highest finite, nonzero AUC."""
-    cands = [m for m in sorted(aucs) if is_skyline(m) and math.isfinite(aucs[m]) and aucs[m]]
+def best_skyline(aucs: Mapping[str, float], skylines: Iterable[str]) -> str | None:
+    """The task's skyline: among ``skylines`` (the methods whose jobs declare the role
+    skyline: a coordinator trained on the test distribution, never a contender) the one
+    with the highest finite, nonzero AUC."""
+    cands = [m for m in sorted(skylines) if math.isfinite(aucs[m]) and aucs[m]]
     return max(cands, key=aucs.get) if cands else None
 
 
@@ -35,13 +32,18 @@ class Curve:
     """One method on one task: per alpha and seed its test result."""
 
     method: str
-    learned: bool = False
+    learned: bool = False  # its jobs declare that they train a network
+    role: str = METHOD     # its jobs' declared role: "skyline" or "method"
     by_alpha: dict[float, dict[int, Mapping[str, Any]]] = field(default_factory=dict)
     alphas: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)   # complete seeds (every alpha, rewards)
     levels: np.ndarray | None = None                 # [alphas, seeds, levels]
     notes: list[str] = field(default_factory=list)
     fallback: bool = False  # (validator curve) some point had no result of its own: test
+
+    @property
+    def skyline(self) -> bool:
+        return self.role == SKYLINE
 
     def finish(self) -> None:
         """Pick the seeds with every alpha and per-episode rewards; stack their levels."""
@@ -109,7 +111,7 @@ def curve_summary(c: Curve, n_boot: int, seed: int) -> dict[str, Any]:
     return {
         "auc": value, "auc_ci95": ci,
         "auc_area": value * rng, "auc_area_ci95": None if ci is None else [v * rng for v in ci],
-        "paired": lv is not None, "learned": c.learned,
+        "paired": lv is not None, "learned": c.learned, "role": c.role,
         "seeds": c.seeds if lv is not None else sorted({s for r in c.by_alpha.values() for s in r}),
         "episodes_per_seed": 0 if c.levels is None else int(c.levels.shape[2]),
         "points": points, "notes": list(c.notes),
@@ -178,7 +180,7 @@ def task_summary(curves: Mapping[str, Curve], n_boot: int, seed: int) -> dict[st
     (ties by paired CI), the best non-learned baseline and the skyline ratios."""
     methods = {m: curve_summary(c, n_boot, seed) for m, c in sorted(curves.items())}
     aucs = {m: v["auc"] for m, v in methods.items()}
-    contenders = {m: a for m, a in aucs.items() if not is_skyline(m) and math.isfinite(a)}
+    contenders = {m: a for m, a in aucs.items() if not curves[m].skyline and math.isfinite(a)}
     non_learned = [m for m in contenders if not curves[m].learned]
     best = max(sorted(non_learned), key=contenders.get) if non_learned else None
     runner_up = max(sorted(m for m in non_learned if m != best), key=contenders.get,
@@ -195,7 +197,7 @@ def task_summary(curves: Mapping[str, Curve], n_boot: int, seed: int) -> dict[st
         v["comparisons"] = {b: {"roles": r, **cmp(m, b)} for b, r in roles.items()}
     win = stats.winners(contenders, lambda m, top: tuple(
         cmp(m, top)["auc_diff_ci95"] or (math.nan, math.nan)))
-    sky = best_skyline(aucs)
+    sky = best_skyline(aucs, [m for m, c in curves.items() if c.skyline])
     if sky is not None:
         for m, v in methods.items():
             v["skyline_ratio"], v["skyline_ratio_ci95"] = skyline_ratio(
@@ -208,8 +210,12 @@ def task_summary(curves: Mapping[str, Curve], n_boot: int, seed: int) -> dict[st
 
 def _add(curves: dict[str, Curve], p: Point, test: Mapping[str, Any]) -> bool:
     """Add ``test`` at ``p``'s alpha and seed; False when that point is already there."""
-    c = curves.setdefault(p.method, Curve(p.method))
+    c = curves.setdefault(p.method, Curve(p.method, role=p.traits.role))
     c.learned = c.learned or p.learned
+    if p.traits.role != c.role and MIXED_ROLES not in c.notes:
+        c.notes.append(MIXED_ROLES)
+    if p.skyline:
+        c.role = SKYLINE
     runs = c.by_alpha.setdefault(round(p.alpha, 10), {})
     if p.seed in runs:
         return False

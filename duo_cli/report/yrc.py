@@ -14,9 +14,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from duo_cli.report import stats
-from duo_cli.report.records import VALIDATORS
-from duo_cli.report.summary import Curve, _ci, compare, is_skyline, skyline_ratio
+import duo_cli.report.stats as stats
+from duo_cli.report.summary import Curve, _ci, compare, skyline_ratio
+from duo_cli.summaries import SKYLINE, VALIDATORS
 
 #: keys of a task's ``skyline_ratios``: whose AUC is divided by the skyline's
 RATIOS = {
@@ -140,7 +140,7 @@ def yrc_task(curves: Mapping[str, Curve], by_validator: Mapping[str, Mapping[str
              aucs: Mapping[str, float], sky: str | None, n_boot: int,
              seed: int) -> dict[str, Any]:
     """``validators`` (per method), ``skyline_ratios`` and ``rule_winners`` of one task."""
-    non_rl = [m for m, c in curves.items() if not c.learned and not is_skyline(m)]
+    non_rl = [m for m, c in curves.items() if not c.learned and not c.skyline]
     validators = validator_summaries(by_validator, n_boot, seed)
     return {
         "validators": validators,
@@ -156,7 +156,7 @@ def count_rule_wins(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[
     for t, r in results.items():
         rw = r.get("rule_winners") or {}
         for m, v in r["methods"].items():
-            if not v["learned"] and not is_skyline(m):
+            if not v["learned"] and v["role"] != SKYLINE:
                 wins.setdefault(m, {rule: {"wins": 0, "tasks": []} for rule in ("benchmark",
                                                                                  "paired")})
         for rule in ("benchmark", "paired"):

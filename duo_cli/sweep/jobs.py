@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from duo_cli.commands.train_coord import train_coord
 from duo_cli.config import ConfigError
-from duo_cli.report.records import Point, SummaryError, read_points
+from duo_cli.report.records import Point, read_points
 from duo_cli.rundir import write_json
+from duo_cli.summaries import JobSummary, SummaryError, read_summary
+from duo_cli.sweep.args import _parse_overrides
 
 
 class JobsFailed(ConfigError):
@@ -51,8 +54,6 @@ def run_job(cfg) -> dict[str, Any]:
     try:
         from rich.console import Console
 
-        from duo_cli.commands.train_coord import train_coord
-
         with read_write(cfg), open_dict(cfg):
             cfg.run_dir = str(job_dir)
             # Hydra made the dir (and .hydra/ in it); continue a half-finished PPO run
@@ -64,7 +65,7 @@ def run_job(cfg) -> dict[str, Any]:
         with open(job_dir / "train.log", "a") as log_fh:
             console = Console(file=log_fh, width=120, color_system=None, soft_wrap=True)
             train_coord(cfg, console)
-        summary = json.loads((job_dir / "summary.json").read_text())
+        summary = read_summary(job_dir / "summary.json")
         status.update(status="ok", wall_time_s=time.time() - t0)
         _say(f"job {num}: done in {time.time() - t0:.0f}s, {_result_line(summary)} ({label})")
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed job must not stop the sweep
@@ -76,13 +77,12 @@ def run_job(cfg) -> dict[str, Any]:
     return status
 
 
-def _result_line(summary: dict[str, Any]) -> str:
+def _result_line(summary: JobSummary) -> str:
     """Test reward and expert fraction of a job, per alpha for an alpha-grid job."""
-    if "per_alpha" in summary:
+    if summary.grid:
         return "test reward by alpha " + " ".join(
-            f"{e.get('alpha', 0):g}:{_num(e.get('test', {}).get('reward_mean'))}"
-            for e in summary["per_alpha"])
-    test = summary.get("test", {})
+            f"{r.alpha:g}:{_num(r.test.get('reward_mean'))}" for r in summary.results)
+    test = summary.results[0].test
     return (f"test reward {_num(test.get('reward_mean'))}, "
             f"expert frac {_num(test.get('expert_frac'))}")
 
@@ -124,8 +124,6 @@ def swept_keys(sweep_dir: Path) -> set[str] | None:
     """Keys swept by a multirun (command-line sweeps and ``hydra.sweeper.params``, e.g. a
     benchmark suite's), read from Hydra's ``multirun.yaml`` in its sweep dir."""
     from omegaconf import OmegaConf
-
-    from duo_cli.sweep.args import _parse_overrides
 
     try:
         hydra = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra
