@@ -47,11 +47,9 @@ def emit(name: str, value: float, fmt: str = "{:.2f}") -> None:
 
 def make_coordinator(directory: Path) -> Path:
     """A logit coordinator checkpoint (threshold at a middling confidence) over coinrun agents."""
-    from omegaconf import OmegaConf
-
     from duo_cli.checkpoint import save_policy
     from duo_cli.config import compose
-    from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
+    from duo_cli.coordination.problem import CoordProblem
     from tests.fakes import make_untrained_agents
 
     shipped = REPO / "checkpoints/procgen/coinrun"
@@ -62,9 +60,9 @@ def make_coordinator(directory: Path) -> Path:
         paths = make_untrained_agents(directory, "coinrun", hidden_dim=256)
         overrides += [f"agents.{role}={path}" for role, path in paths.items()]
     cfg = compose(overrides, "coord")
-    setup = CoordEnvFactory(cfg, "cpu")
+    setup = CoordProblem(cfg, "cpu")
     env = setup.env("test", 1)
-    policy = build_coord_policy(cfg, env, "cpu")
+    policy = setup.policy(env)
     obs = np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8)
     import torch
 
@@ -72,8 +70,7 @@ def make_coordinator(directory: Path) -> Path:
         logits = setup.agents["novice"].forward(torch.from_numpy(obs)).logits.float().numpy()
     policy.set_params({"metric": "max_logit", "threshold": float(np.median(logits.max(1)))})
     path = directory / "coord_logit.pt"
-    save_policy(path, policy, {"method": "logit", "bp": setup.bp,
-                               "run_config": OmegaConf.to_container(cfg, resolve=True)})
+    save_policy(path, policy, setup.checkpoint_metadata())
     return path
 
 

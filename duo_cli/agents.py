@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import duo_cli.catalog  # noqa: F401 - a checkpoint names classes from the filled registry
-from duo_cli.checkpoint import load_policy_checkpoint
+from duo_cli.checkpoint import PolicyCheckpoint, load_policy_checkpoint
 from duo_cli.checks import load_params
 from duo_cli.errors import CheckpointError
 from duo_cli.models import build_model
@@ -43,27 +43,28 @@ def build_agent(spec: Mapping[str, Any], device: Any = "cpu", where: str | None 
     return policy
 
 
-def agent_from_checkpoint(ckpt: dict, device: Any = "cpu", bf16: bool | None = None,
+def agent_from_checkpoint(ckpt: PolicyCheckpoint, device: Any = "cpu", bf16: bool | None = None,
                           name: str = "checkpoint") -> Any:
     """The agent of an already loaded checkpoint, its weights loaded, in eval mode."""
     require_agent(ckpt, name)
-    conf = ckpt["config"]
+    conf = ckpt.config
     spec = dict(conf)
     if bf16 is not None:
         spec["model"] = {**dict(conf["model"]), "bf16": bf16}
     policy = build_agent(spec, device, where=name)
-    load_params(policy, ckpt["state_dict"], name)
+    load_params(policy, ckpt.state_dict, name)
     policy.eval()
     policy.config = conf
     return policy
 
 
-def load_agent(path: str | Path, device: Any = "cpu", bf16: bool | None = None) -> tuple[Any, dict]:
+def load_agent(path: str | Path, device: Any = "cpu", bf16: bool | None = None
+               ) -> tuple[Any, PolicyCheckpoint]:
     """Rebuild an agent policy from a checkpoint file; returns ``(policy, checkpoint)``."""
     ckpt = load_policy_checkpoint(resolve_path(path), map_location=device)
     return agent_from_checkpoint(ckpt, device, bf16, name=str(path)), ckpt
 
 
-def require_agent(ckpt: dict, name: str) -> None:
-    if ckpt.get("kind") != "agent":
-        raise CheckpointError(f"{name} is a {ckpt.get('kind')!r} checkpoint, not an agent")
+def require_agent(ckpt: PolicyCheckpoint, name: str) -> None:
+    if ckpt.kind != "agent":
+        raise CheckpointError(f"{name} is a {ckpt.kind!r} checkpoint, not an agent")

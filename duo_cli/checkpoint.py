@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import tempfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,16 @@ import numpy as np
 import torch
 
 from duo_cli import __version__
-from duo_cli.errors import CheckpointError
+from duo_cli.errors import CheckpointError, ConfigError
 from duo_cli.paths import resolve_path
+from duo_cli.settings import check_value, setting, settings_fields
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_policy_checkpoint", "save_checkpoint",
-           "save_policy"]
+__all__ = ["AgentConfig", "CheckpointError", "Metadata", "PolicyCheckpoint", "load_checkpoint",
+           "load_policy_checkpoint", "save_checkpoint", "save_policy"]
 
 FORMAT = "duo/1"
+#: what a policy checkpoint holds: an agent (acts in a base env) or a coordinator
+KINDS = ("agent", "coord")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -135,11 +139,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_policy_checkpoint(path: str | os.PathLike,
-                           map_location: str | torch.device = "cpu") -> dict:
-    """:func:`load_checkpoint` of a saved policy, its layout checked by :func:`check_layout`."""
-    data = load_checkpoint(path, map_location)
-    check_layout(data, path)
-    return data
+                           map_location: str | torch.device = "cpu") -> PolicyCheckpoint:
+    """:func:`load_checkpoint` of a saved policy, read into a :class:`PolicyCheckpoint`."""
+    return PolicyCheckpoint.from_payload(load_checkpoint(path, map_location), path)
 
 
 def _global_named(exc: BaseException) -> str:
@@ -150,30 +152,111 @@ def _global_named(exc: BaseException) -> str:
     return match.group(0) if match else "unsupported pickle content"
 
 
-def check_layout(data: dict, path: Any = "checkpoint") -> None:
-    """The keys and types a duo checkpoint has: ``kind``, ``config``, ``state_dict``, ``metadata``."""
-    def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{path} is not a valid duo checkpoint: {what}")
+@dataclass(frozen=True)
+class AgentConfig:
+    """An agent checkpoint's ``config``: what rebuilds the agent (:func:`duo_cli.agents.agent_spec`)."""
 
-    kind = data.get("kind")
-    if kind not in ("agent", "coord"):
-        raise bad(f"kind {kind!r}; valid choices: agent, coord")
-    for key, typ in (("config", dict), ("state_dict", dict), ("metadata", dict)):
-        if not isinstance(data.get(key), typ):
-            raise bad(f"{key!r} is missing or not a mapping")
-    for key in data["state_dict"]:
-        if not isinstance(key, str):
-            raise bad(f"state_dict key {key!r} is not a string")
-    conf = data["config"]
-    if kind == "agent":
-        for key in ("model", "policy"):
-            if not isinstance(conf.get(key), dict) or not isinstance(conf[key].get("_target_"), str):
-                raise bad(f"config.{key} has no _target_")
-        n = conf.get("num_actions")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise bad(f"config.num_actions {n!r} is not a positive int")
-    elif not isinstance(data["metadata"].get("run_config"), dict):
-        raise bad("metadata.run_config is missing or not a mapping")
+    policy: dict[str, Any]
+    model: dict[str, Any]
+    num_actions: int = setting(low=1)
+    env: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """A policy checkpoint's ``metadata``: who wrote it, for what, what was measured.
+
+    Agents: ``env``, ``model``, ``init_from``, ``bp`` (the expert's reward per step on
+    test) and ``bp_source``; coordinators: ``method``, ``bp`` and ``run_config`` (the
+    setting :func:`duo_cli.config.checkpoint_config` rebuilds); both: the step or the
+    candidate ``selected`` on ``selected_on`` with its ``eval``.  Keys a newer writer
+    added are kept in ``extra``.
+    """
+
+    duo_version: str | None = None
+    command: str | None = None
+    global_step: int | None = None
+    eval: dict[str, Any] | None = None
+    selected: dict[str, Any] | None = None
+    selected_on: str | None = None
+    env: dict[str, Any] | None = None
+    model: str | None = None
+    init_from: dict[str, Any] | None = None
+    bp: float | None = None
+    bp_source: str | None = None
+    method: str | None = None
+    run_config: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Any = "checkpoint") -> Metadata:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**_checked(cls, {k: v for k, v in data.items() if k in known}, where,
+                              "metadata"),
+                   extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
+
+
+@dataclass
+class PolicyCheckpoint:
+    """A saved policy: its ``kind`` (agent, coord), the ``config`` that rebuilds it, its
+    weights or parameters, typed :class:`Metadata`, and a run's ``train_state`` (last.pt)."""
+
+    kind: str
+    config: dict[str, Any]
+    state_dict: dict[str, Any]
+    metadata: Metadata
+    train_state: dict[str, Any] | None = None
+
+    @property
+    def agent(self) -> AgentConfig:
+        """The typed ``config`` of an agent checkpoint."""
+        return AgentConfig(**{k: self.config.get(k) for k in ("policy", "model", "num_actions",
+                                                                "env")})
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any], path: Any = "checkpoint") -> PolicyCheckpoint:
+        """The checkpoint in ``data`` (a loaded file), its layout checked: one-line errors."""
+        def bad(what: str) -> CheckpointError:
+            return CheckpointError(f"{path} is not a valid duo checkpoint: {what}")
+
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise bad(f"kind {kind!r}; valid choices: {', '.join(KINDS)}")
+        for key in ("config", "state_dict", "metadata"):
+            if not isinstance(data.get(key), dict):
+                raise bad(f"{key!r} is missing or not a mapping")
+        for key in data["state_dict"]:
+            if not isinstance(key, str):
+                raise bad(f"state_dict key {key!r} is not a string")
+        ckpt = cls(kind, data["config"], data["state_dict"],
+                   Metadata.from_dict(data["metadata"], path), data.get("train_state"))
+        if kind == "agent":
+            _checked(AgentConfig, ckpt.config, path, "config")
+            for key in ("model", "policy"):
+                if not isinstance(ckpt.config[key].get("_target_"), str):
+                    raise bad(f"config.{key} has no _target_")
+        elif ckpt.metadata.run_config is None:
+            raise bad("metadata.run_config is missing or not a mapping")
+        return ckpt
+
+    def payload(self) -> dict[str, Any]:
+        """What :func:`save_checkpoint` writes."""
+        out = {"kind": self.kind, "config": self.config, "state_dict": self.state_dict,
+               "metadata": self.metadata.to_dict()}
+        return out if self.train_state is None else {**out, "train_state": self.train_state}
+
+
+def _checked(cls: type, data: dict[str, Any], path: Any, where: str) -> dict[str, Any]:
+    """``data``'s values checked against the field types of ``cls`` (one-line error)."""
+    try:
+        return {name: check_value(f"{where}.{name}", data.get(name), hint, meta)
+                for name, hint, meta in settings_fields(cls) if name != "extra"}
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} is not a valid duo checkpoint: {exc}") from None
 
 
 def save_policy(
@@ -183,21 +266,18 @@ def save_policy(
 
     ``policy.config`` (a plain dict) must say how to rebuild the policy.
     """
-    payload = {
-        "kind": getattr(policy, "kind", "policy"),
-        "config": policy.config,
-        "state_dict": policy.get_params(),
-        "metadata": {"duo_version": __version__, **metadata},
-        **extra,
-    }
-    return save_checkpoint(path, payload)
+    ckpt = PolicyCheckpoint(getattr(policy, "kind", "policy"), policy.config,
+                            policy.get_params(),
+                            Metadata.from_dict({"duo_version": __version__, **metadata}, path),
+                            extra.pop("train_state", None))
+    return save_checkpoint(path, {**ckpt.payload(), **extra})
 
 
-def load_coord_checkpoint(path: str | os.PathLike) -> tuple[Path, dict]:
+def load_coord_checkpoint(path: str | os.PathLike) -> tuple[Path, PolicyCheckpoint]:
     """Read a coordinator checkpoint; anything else is a one-line :class:`CheckpointError`."""
     path = resolve_path(path)
     ckpt = load_policy_checkpoint(path)
-    if ckpt["kind"] != "coord":
-        raise CheckpointError(f"{path} is a {ckpt['kind']!r} checkpoint; duo serve needs a "
+    if ckpt.kind != "coord":
+        raise CheckpointError(f"{path} is a {ckpt.kind!r} checkpoint; duo serve needs a "
                               "coordinator checkpoint (kind 'coord', from duo train --type coord)")
     return path, ckpt

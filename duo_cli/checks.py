@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from duo_cli.checkpoint import PolicyCheckpoint
 from duo_cli.errors import CheckpointError, ConfigError, first_line, one_line
 from duo_cli.registry import resolve
 
@@ -50,8 +51,9 @@ def check_agent(policy: Any, num_actions: int, cfg: DictConfig, name: str) -> No
         raise ConfigError(f"{name} outputs {tuple(out.logits.shape)[1:]} logits; {where} has {n}")
 
 
-def same_model(cfg: DictConfig, ckpt: dict, name: str) -> None:
-    theirs = {k: v for k, v in dict(ckpt["config"]["model"]).items() if k != "bf16"}
+def same_model(cfg: DictConfig, ckpt: PolicyCheckpoint, name: str) -> None:
+    """Refuse an agent checkpoint whose model is not the one ``cfg.model`` builds."""
+    theirs = {k: v for k, v in ckpt.agent.model.items() if k != "bf16"}
     ours = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "bf16"}
     if theirs != ours:
         raise ConfigError(

@@ -331,8 +331,10 @@ def checkpoint_config(cli_cfg: DictConfig, run_config: Any, where: str,
     overrides = list(overrides or [])
     chosen = [o for o in overrides if _group_of(o) is not None]
     if chosen:
+        method = (run_config.get("algorithm") or {}).get("name") if isinstance(
+            run_config, dict) else None
         raise ConfigError(f"a coordinator checkpoint takes key=value overrides only, not "
-                          f"{chosen[0]!r}: {where} stores the setting it was trained in")
+                          f"{chosen[0]!r}: {where} was trained with algorithm={method}")
     try:
         cfg = OmegaConf.merge(OmegaConf.create(run_config),
                               {g: cli_cfg[g] for g in groups},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from duo_cli.checkpoint import load_policy_checkpoint
 from duo_cli.checks import check_agent, same_model
 from duo_cli.envs import make_env
 from duo_cli.errors import CheckpointError, ConfigError
-from duo_cli.evaluation.evaluator import Evaluator
 from duo_cli.registry import resolve
 from duo_cli.rundir import RunContext
 
@@ -36,25 +34,6 @@ def setup_torch(cfg: DictConfig) -> torch.device:
 def make_base_env(cfg: DictConfig, split: str, num_envs: int | None = None):
     """The base vector env of one split."""
     return make_env(cfg.env, split, num_envs or cfg.env.num_envs)
-
-
-def make_evaluators(cfg: DictConfig, splits: Iterable[str], num_episodes: int,
-                    env_factory: Callable[[str, int], Any]) -> dict:
-    """split -> Evaluator over ``env_factory(split, num_envs)``, seeded by the split."""
-    ev = cfg.evaluation
-    num_envs = min(int(ev.num_envs), int(num_episodes))
-    return {
-        split: Evaluator(
-            env_factory(split, num_envs), num_episodes=int(num_episodes),
-            seed=int(cfg.env[split].seed), temperature=float(ev.temperature), split=split,
-        )
-        for split in splits
-    }
-
-
-def close_evaluators(evaluators: dict) -> None:
-    for evaluator in evaluators.values():
-        evaluator.env.close()
 
 
 def run_context(cfg: DictConfig, run_dir: Path, console: Console, device: Any,
@@ -86,18 +65,18 @@ def check_resume(cfg: DictConfig, kind: str) -> None:
         return  # make_run_dir applies the rule for a dir without last.pt
     ckpt = load_policy_checkpoint(last)
     name = f"resume=true: {last}"
-    if ckpt["kind"] != kind:
-        raise ConfigError(f"{name} is a {ckpt['kind']} run; this is duo train --type {kind}")
-    if not isinstance(ckpt.get("train_state"), dict):
+    if ckpt.kind != kind:
+        raise ConfigError(f"{name} is a {ckpt.kind} run; this is duo train --type {kind}")
+    if not isinstance(ckpt.train_state, dict):
         raise CheckpointError(f"{name} has no train_state to continue from")
     if kind == "agent":
         same_model(cfg, ckpt, name)
         agent = agent_from_checkpoint(ckpt, "cpu", name=str(last))
-        check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
+        check_agent(agent, ckpt.agent.num_actions, cfg, name)
         return
-    theirs = ckpt["config"].get("policy")
+    theirs = ckpt.config.get("policy")
     ours = OmegaConf.to_container(cfg.policy, resolve=True)
-    method = ckpt["metadata"].get("method")
+    method = ckpt.metadata.method
     if theirs != ours or method != cfg.algorithm.name:
         raise ConfigError(
             f"{name} was trained by {method!r} with policy {theirs}; this run is "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,13 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from duo_cli.agents import agent_from_checkpoint
-from duo_cli.checkpoint import load_policy_checkpoint, save_checkpoint
+from duo_cli.checkpoint import PolicyCheckpoint, load_policy_checkpoint, save_checkpoint
 from duo_cli.checks import check_agent, load_params
-from duo_cli.commands.common import close_evaluators, make_base_env, make_evaluators, setup_torch
+from duo_cli.commands.common import make_base_env, setup_torch
 from duo_cli.config import checkpoint_config, chosen_splits, compose
-from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
+from duo_cli.coordination.problem import CoordProblem
 from duo_cli.errors import ConfigError
+from duo_cli.evaluation.evaluator import close_evaluators, make_evaluators
 from duo_cli.paths import resolve_path
 from duo_cli.rundir import make_run_dir, owns_run_dir, write_json
 from duo_cli.tables import print_eval_table
@@ -37,7 +39,7 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: str, console: Console,
     """Score the checkpoint on the chosen splits; writes ``summary.json`` (and BP on request)."""
     path = resolve_path(checkpoint)
     ckpt = load_policy_checkpoint(path)
-    kind = ckpt.get("kind")
+    kind = ckpt.kind
     prepare = {"agent": _agent_target, "coord": _coord_target}.get(kind)
     if prepare is None:
         raise ConfigError(f"{path}: unknown checkpoint kind {kind!r}; valid: agent, coord")
@@ -65,21 +67,21 @@ def _splits(cfg: DictConfig, default: list[str]) -> list[str]:
     return default if splits is None else splits
 
 
-def _agent_target(cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target:
+def _agent_target(cfg: DictConfig, ckpt: PolicyCheckpoint, path: Path, overrides) -> _Target:
     cfg = _env_of_checkpoint(cfg, ckpt, overrides)
     device = setup_torch(cfg)
     splits = _splits(cfg, list(cfg.evaluation.splits))
     policy = agent_from_checkpoint(ckpt, device, name=str(path))
-    check_agent(policy, ckpt["config"]["num_actions"], cfg, str(path))
+    check_agent(policy, ckpt.agent.num_actions, cfg, str(path))
     evaluators = make_evaluators(cfg, splits, cfg.evaluation.num_episodes,
                                  lambda s, n: make_base_env(cfg, s, n))
     return _Target(cfg, policy, evaluators)
 
 
-def _env_of_checkpoint(cfg: DictConfig, ckpt: dict, overrides) -> DictConfig:
+def _env_of_checkpoint(cfg: DictConfig, ckpt: PolicyCheckpoint, overrides) -> DictConfig:
     """Without ``env=`` / ``env.name`` / ``env.task`` on the command line, an agent is scored
     in the env its checkpoint names (e.g. a MiniGrid DoorKey agent on DoorKey)."""
-    env = ckpt.get("config", {}).get("env") or {}
+    env = ckpt.agent.env or {}
     name, task = env.get("name"), env.get("task")
     given = any(o.lstrip("+~").split("=")[0] in ("env", "env.name", "env.task")
                 for o in overrides or [])
@@ -88,18 +90,19 @@ def _env_of_checkpoint(cfg: DictConfig, ckpt: dict, overrides) -> DictConfig:
     return compose([f"env={name}", f"env.task={task}", *(overrides or [])])
 
 
-def _coord_target(cli_cfg: DictConfig, ckpt: dict, path: Path, overrides) -> _Target:
-    cfg = checkpoint_config(cli_cfg, ckpt["metadata"]["run_config"], str(path), overrides)
+def _coord_target(cli_cfg: DictConfig, ckpt: PolicyCheckpoint, path: Path, overrides) -> _Target:
+    cfg = checkpoint_config(cli_cfg, ckpt.metadata.run_config, str(path), overrides)
     device = setup_torch(cfg)
     splits = _splits(cfg, [s for s in cfg.evaluation.splits if s != "train"])
-    factory = CoordEnvFactory(cfg, device)
-    evaluators = make_evaluators(cfg, splits, cfg.evaluation.num_episodes, factory.env)
-    policy = build_coord_policy(cfg, next(iter(evaluators.values())).env, device)
-    load_params(policy, ckpt["state_dict"], str(path))
-    return _Target(cfg, policy, evaluators, {"selected": ckpt["metadata"].get("selected", {})})
+    problem = CoordProblem(cfg, device)
+    evaluators = problem.evaluators(splits)
+    policy = problem.policy(next(iter(evaluators.values())).env)
+    load_params(policy, ckpt.state_dict, str(path))
+    return _Target(cfg, policy, evaluators, {"selected": ckpt.metadata.selected or {}})
 
 
-def _measured_bp(test: dict, ckpt: dict, path: Path, write: bool, console: Console) -> float:
+def _measured_bp(test: dict, ckpt: PolicyCheckpoint, path: Path, write: bool,
+                 console: Console) -> float:
     """BP = test reward per step; with ``write``, stored in the checkpoint's metadata."""
     bp = test["reward_mean"] / test["episode_length_mean"]
     console.print(f"BP (test reward per step): {bp:.5f}")
@@ -110,12 +113,9 @@ def _measured_bp(test: dict, ckpt: dict, path: Path, write: bool, console: Conso
             f"measured BP {bp:.4g} is not positive (test reward "
             f"{test['reward_mean']:.3g}); not written into {path}"
         )
-    ckpt["metadata"]["bp"] = bp
-    ckpt["metadata"]["bp_source"] = (
+    ckpt.metadata = dataclasses.replace(ckpt.metadata, bp=bp, bp_source=(
         f"test split, {test['episodes']} episodes: reward {test['reward_mean']:.4f} / "
-        f"length {test['episode_length_mean']:.2f}"
-    )
-    ckpt.pop("format", None)
-    save_checkpoint(path, ckpt)
+        f"length {test['episode_length_mean']:.2f}"))
+    save_checkpoint(path, ckpt.payload())
     console.print(f"wrote BP into {path}")
     return bp

@@ -15,13 +15,12 @@ from duo_cli.checks import check_agent, same_model
 from duo_cli.commands.common import (
     build_algorithm,
     check_resume,
-    close_evaluators,
     make_base_env,
-    make_evaluators,
     run_context,
     setup_torch,
 )
-from duo_cli.coordination.factory import POOL_KEYS
+from duo_cli.coordination.problem import POOL_KEYS
+from duo_cli.evaluation.evaluator import close_evaluators, make_evaluators
 from duo_cli.paths import resolve_path
 from duo_cli.rundir import make_run_dir, owns_run_dir, write_json, write_text
 
@@ -51,7 +50,7 @@ def train_agent(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
     if init is not None:
         path, ckpt = init
         metadata["init_from"] = {
-            "path": str(path), "global_step": ckpt.get("metadata", {}).get("global_step"),
+            "path": str(path), "global_step": ckpt.metadata.global_step,
         }
     ctx = run_context(cfg, run_dir, console, device, metadata)
     if init is not None and ctx.resume_checkpoint is None:  # on resume, last.pt's weights win
@@ -86,5 +85,5 @@ def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
     require_agent(ckpt, name)
     same_model(cfg, ckpt, name)
     agent = agent_from_checkpoint(ckpt, "cpu", name=name)  # the weights fit the model
-    check_agent(agent, ckpt["config"]["num_actions"], cfg, name)
+    check_agent(agent, ckpt.agent.num_actions, cfg, name)
     return path, ckpt

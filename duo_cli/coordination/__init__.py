@@ -1,1 +1,1 @@
-"""Coordination: CoordEnv, the YRC-0 roles and BP, the CoordEnv factory, the alpha grid."""
+"""Coordination: the step core, CoordEnv, the coordination problem (roles, BP, envs), the alpha grid."""

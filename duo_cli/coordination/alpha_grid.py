@@ -26,8 +26,9 @@ from rich.table import Table
 
 from duo_cli.checkpoint import save_policy
 from duo_cli.coordination.env import step_costs
+from duo_cli.coordination.problem import CoordProblem
 from duo_cli.errors import ConfigError
-from duo_cli.evaluation.evaluator import close_evaluators, make_evaluators
+from duo_cli.evaluation.evaluator import close_evaluators
 from duo_cli.evaluation.statistics import summarize_outcomes, without_episodes
 from duo_cli.summaries import VALIDATORS, AlphaResult, Choice, JobSummary, SummaryError, read_summary
 from duo_cli.tables import fmt, fmt_ci
@@ -53,7 +54,7 @@ def alpha_key(alpha: float) -> str:
     return f"alpha_{float(alpha):g}"
 
 
-def run_candidate_grid(cfg: DictConfig, factory: Any, algorithm: Any, policy: Any,
+def run_candidate_grid(problem: CoordProblem, algorithm: Any, policy: Any,
                        train_env: Any, run_dir: Path) -> dict[str, Any]:
     """Shared-rollout α grid for a :class:`~duo_cli.algorithms.search.CandidateSearch`.
 
@@ -61,13 +62,14 @@ def run_candidate_grid(cfg: DictConfig, factory: Any, algorithm: Any, policy: An
     per α and validator is chosen by rescoring those rollouts, and each distinct
     chosen candidate plays test once.
 
-    :param factory: the job's :class:`~duo_cli.coordination.factory.CoordEnvFactory`.
+    :param problem: the job's coordination problem (its config has the α grid).
     :returns: the job summary's results (one per α) and its further keys: the
         candidate table and the number of rollouts.
     """
+    cfg = problem.cfg
     co = cfg.coordination
     alphas = [float(a) for a in co.alphas]
-    beta, bp = float(co.switch_agent_cost_weight), float(factory.bp)
+    beta, bp = float(co.switch_agent_cost_weight), float(problem.bp)
     decimals = co.get("cost_decimals")
 
     def score(result: dict[str, Any], alpha: float) -> dict[str, Any]:
@@ -75,8 +77,7 @@ def run_candidate_grid(cfg: DictConfig, factory: Any, algorithm: Any, policy: An
     algorithm.ctx.console.print(
         f"{len(alphas)} alpha(s), validators {', '.join(VALIDATORS)}: each candidate plays "
         "each validation split once")
-    evaluators = make_evaluators(cfg, [*VALIDATORS, "test"], cfg.evaluation.num_episodes,
-                                 factory.env)
+    evaluators = problem.evaluators([*VALIDATORS, "test"])
     try:
         played = algorithm.play(policy, train_env, {s: evaluators[s] for s in VALIDATORS},
                                 show_results=False)
@@ -101,7 +102,7 @@ def run_candidate_grid(cfg: DictConfig, factory: Any, algorithm: Any, policy: An
             validators[split] = Choice(test=score(tested[i], alpha), selected=played[i].plain,
                                        index=i)
             policy.set_params(played[i].params)
-            _save_selected(cfg, factory, run_dir / alpha_key(alpha) / f"best_{split}.pt", policy,
+            _save_selected(problem, run_dir / alpha_key(alpha) / f"best_{split}.pt", policy,
                            alpha, {"selected": played[i].plain, "selected_on": split})
         i = choice[selection][j]
         per_alpha.append(AlphaResult(alpha, beta, test=score(tested[i], alpha),
@@ -114,14 +115,14 @@ def run_candidate_grid(cfg: DictConfig, factory: Any, algorithm: Any, policy: An
                        "validation_rollouts": len(played) * len(VALIDATORS)}
 
 
-def _save_selected(cfg: DictConfig, factory: Any, path: Path, policy: Any, alpha: float,
+def _save_selected(problem: CoordProblem, path: Path, policy: Any, alpha: float,
                    meta: dict[str, Any]) -> None:
     """A coordinator checkpoint whose ``run_config`` is the single-α job at ``alpha``."""
-    run_config = OmegaConf.to_container(cfg, resolve=True)
+    metadata = problem.checkpoint_metadata()
+    run_config = metadata["run_config"]
     run_config["coordination"]["alphas"] = None
     run_config["coordination"]["expert_query_cost_weight"] = alpha
-    save_policy(path, policy, {"command": "duo train --type coord", "method": cfg.algorithm.name,
-                               "bp": factory.bp, "run_config": run_config, **meta})
+    save_policy(path, policy, {**metadata, **meta})
 
 
 def run_learned_grid(cfg: DictConfig, run_single, run_dir: Path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -93,3 +94,23 @@ class Evaluator:
                 ep_len[done] = 0
                 policy.reset(done)
         return summarize_episodes(records, self.num_episodes, total_steps, coordinating)
+
+
+def make_evaluators(cfg: Any, splits: Iterable[str], num_episodes: int,
+                    env_factory: Callable[[str, int], Any]) -> dict[str, Evaluator]:
+    """split -> Evaluator over ``env_factory(split, num_envs)``, seeded by the split's seed
+    (``cfg.env.<split>.seed``) with ``cfg.evaluation``'s env count and temperature."""
+    ev = cfg.evaluation
+    num_envs = min(int(ev.num_envs), int(num_episodes))
+    return {
+        split: Evaluator(
+            env_factory(split, num_envs), num_episodes=int(num_episodes),
+            seed=int(cfg.env[split].seed), temperature=float(ev.temperature), split=split,
+        )
+        for split in splits
+    }
+
+
+def close_evaluators(evaluators: Mapping[str, Evaluator]) -> None:
+    for evaluator in evaluators.values():
+        evaluator.env.close()

@@ -6,7 +6,7 @@ logits and hidden features are the coordinator's observation and its sampled act
 novice's action); the expert runs only on the rows whose coordinator chose it (on every row
 with ``coordination.open_expert``); the coordinator acts on the CoordEnv observation dict.
 This module is the only place in :mod:`duo_cli.serve` that imports duo's coordination
-setup (:mod:`duo_cli.coordination.factory`).
+setup (:mod:`duo_cli.coordination.problem`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from duo_cli.commands.common import setup_torch
-from duo_cli.coordination.factory import CoordEnvFactory, build_coord_policy
+from duo_cli.coordination.problem import CoordProblem
 from duo_cli.coordination.step import EXPERT, NOVICE, AgentStep
 from duo_cli.rundir import make_run_dir
 
@@ -46,16 +45,15 @@ class Decision:
 class ServedCoordinator:
     """Novice, expert and coordinator policy of a checkpoint, answering batches of steps.
 
-    :param cfg: the serving config (see :func:`serve_config`).
+    :param problem: the coordination problem of the checkpoint's setting (with ``serve``).
     :param ckpt: the loaded coordinator checkpoint.
     :param path: where it was loaded from (reported by ``/v1/health``).
     """
 
-    def __init__(self, cfg: DictConfig, ckpt: dict, path: Path):
-        device = setup_torch(cfg)
-        self.device = device
-        setup = CoordEnvFactory(cfg, device)
-        env = setup.env("test", 1)  # spaces, agents and costs; no game is started
+    def __init__(self, problem: CoordProblem, ckpt: dict, path: Path):
+        cfg = problem.cfg
+        self.device = problem.device
+        env = problem.env("test", 1)  # spaces, agents and costs; no game is started
         self.novice, self.expert = env.novice, env.expert
         bf16 = cfg.serve.get("bf16")
         for agent in (self.novice, self.expert):
@@ -67,20 +65,20 @@ class ServedCoordinator:
         self.open_expert = bool(env.open_expert)
         self.alpha = float(cfg.coordination.expert_query_cost_weight)
         self.beta = float(cfg.coordination.switch_agent_cost_weight)
-        self.bp = float(setup.bp)
+        self.bp = float(problem.bp)
         self.expert_cost = float(env.expert_query_cost_per_action)
         self.switch_cost = float(env.switch_agent_cost_per_action)
         self.agent_temperature = float(cfg.coordination.temperature)
         temp = cfg.serve.get("temperature")
         self.temperature = float(cfg.evaluation.temperature if temp is None else temp)
-        policy = build_coord_policy(cfg, env, device)
-        policy.set_params(ckpt["state_dict"])
+        policy = problem.policy(env)
+        policy.set_params(ckpt.state_dict)
         policy.eval()
         env.close()
         self.policy = policy
         #: stateful policies (e.g. ask_every_k's step counter) get one copy per episode
         self.stateful = bool(policy.stateful)
-        self.method = str(ckpt["metadata"].get("method", cfg.algorithm.name))
+        self.method = str(ckpt.metadata.method or cfg.algorithm.name)
         self.path = path
         self.version = _file_digest(path)
 

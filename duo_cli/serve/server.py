@@ -15,7 +15,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from duo_cli.checkpoint import load_coord_checkpoint
+from duo_cli.commands.common import setup_torch
 from duo_cli.config import checkpoint_config
+from duo_cli.coordination.problem import CoordProblem
 from duo_cli.errors import ConfigError
 from duo_cli.groups import ServeSettings
 from duo_cli.serve.app import create_app
@@ -72,11 +74,12 @@ def build(cli_cfg: DictConfig, checkpoint: str, overrides: list[str] | None):
     """Load the checkpoint and make the service and app; returns ``(cfg, service, app, token)``."""
     path, ckpt = load_coord_checkpoint(checkpoint)
     # the setting the coordinator was trained in, validated as duo eval does, with `serve`
-    cfg = checkpoint_config(cli_cfg, ckpt["metadata"]["run_config"], str(path), overrides,
+    cfg = checkpoint_config(cli_cfg, ckpt.metadata.run_config, str(path), overrides,
                             groups=("serve",))
     settings = parse_settings(ServeSettings, cfg.serve, "serve")
     token = serve_token(cfg)
-    coord = ServedCoordinator(cfg, ckpt, path)  # checks agents and BP before anything is written
+    # the agents and BP are checked before anything is written
+    coord = ServedCoordinator(CoordProblem(cfg, setup_torch(cfg)), ckpt, path)
     run_dir = new_run_dir(cfg)
     saved = OmegaConf.merge(cfg, {"serve": {"token": "<redacted>" if cfg.serve.token else None}})
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))  # never the secret
