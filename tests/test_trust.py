@@ -323,12 +323,13 @@ def test_resume_into_empty_dir_is_allowed(tmp_path, files):
 def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
 
-    import duo_cli.rundir
+    import duo_cli.commands.train_agent
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(duo_cli.rundir, "write_text", full)
+    # the name the command writes config.yaml with (duo_cli.rundir.write_text)
+    monkeypatch.setattr(duo_cli.commands.train_agent, "write_text", full)
     run_dir = tmp_path / "run"
     line = assert_refused(invoke("train", "env.num_envs=2", "evaluation.train_splits=[]",
                                  "torch_threads=1", f"run_dir={run_dir}"), "No space left")

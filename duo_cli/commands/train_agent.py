@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from duo_cli.agents import agent_from_checkpoint, agent_spec, build_agent, require_agent
-from duo_cli.checkpoint import load_policy_checkpoint
+from duo_cli.checkpoint import PolicyCheckpoint, load_policy_checkpoint
 from duo_cli.checks import check_agent, same_model
 from duo_cli.commands.common import (
     build_algorithm,
@@ -54,7 +54,7 @@ def train_agent(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
         }
     ctx = run_context(cfg, run_dir, console, device, metadata)
     if init is not None and ctx.resume_checkpoint is None:  # on resume, last.pt's weights win
-        policy.set_params(init[1]["state_dict"])
+        policy.set_params(init[1].state_dict)
         console.print(f"weights initialised from {init[0]}")
     algorithm = build_algorithm(cfg, ctx)
     t0 = time.time()
@@ -74,7 +74,7 @@ def _difficulty(split_cfg: DictConfig) -> str:
     return ", ".join(str(v) for k, v in split_cfg.items() if k not in POOL_KEYS)
 
 
-def _init_checkpoint(cfg: DictConfig) -> tuple[Path, dict] | None:
+def _init_checkpoint(cfg: DictConfig) -> tuple[Path, PolicyCheckpoint] | None:
     """Load ``algorithm.init_from`` (an agent checkpoint to fine-tune), checking its model."""
     init_from = cfg.algorithm.get("init_from")
     if not init_from:
