@@ -1,5 +1,11 @@
 """The ``duo`` command line (Typer). Parses argv, hands over, and turns every user error
-(:class:`~duo_cli.errors.DuoError`) into one line and exit code 2."""
+(:class:`~duo_cli.errors.DuoError`) into one line and exit code 2.
+
+Each command imports its module when it runs, not at start-up: ``duo --help`` (and a
+command's own start) must not pay for torch, scipy and FastAPI (6 s here) when it needs
+none of them.  These are the only imports of duo's modules inside functions; they point
+down (cli is the top layer), so they cannot hide a cycle.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from duo_cli import sweep as sweep_mod
-from duo_cli.commands.evaluate import evaluate_checkpoint
-from duo_cli.commands.train_agent import train_agent
-from duo_cli.commands.train_coord import train_coord
-from duo_cli.config import compose, to_yaml
 from duo_cli.errors import DuoError, one_line
-from duo_cli.serve import server
-from duo_cli.serve.store import read_episodes, summarize_log
-from duo_cli.tables import print_eval_table
 
 app = typer.Typer(
     name="duo",
@@ -45,6 +43,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _compose(overrides: list[str] | None, type_: str = "agent"):
     """Compose the primary config of ``--type`` (agent: config.yaml, coord: coord.yaml)."""
+    from duo_cli.config import compose
+
     if type_ not in ("agent", "coord"):
         _fail(f"unknown --type {type_!r}; valid choices: agent, coord")
     try:
@@ -76,7 +76,10 @@ def train(
 ) -> None:
     """Train an agent (PPO on a base env) or a coordinator (on CoordEnv)."""
     cfg = _compose(overrides, type_)
-    fn = train_agent if type_ == "agent" else train_coord
+    if type_ == "agent":
+        from duo_cli.commands.train_agent import train_agent as fn
+    else:
+        from duo_cli.commands.train_coord import train_coord as fn
     console = _console()
     run_dir = _run(fn, cfg, console)
     console.print(f"run dir: {run_dir}", soft_wrap=True)
@@ -89,6 +92,8 @@ def eval_(
 ) -> None:
     """Evaluate a saved agent or coordinator on the splits and print the table."""
     cfg = _compose(overrides)
+    from duo_cli.commands.evaluate import evaluate_checkpoint
+
     console = _console()
     run_dir = _run(evaluate_checkpoint, cfg, checkpoint, console, overrides,
                    interrupt_hint="nothing was written")
@@ -108,6 +113,9 @@ def serve(
     """Serve a coordinator over HTTP to an application that owns the env loop."""
     console = _console()
     if summarize:
+        from duo_cli.serve.store import read_episodes, summarize_log
+        from duo_cli.tables import print_eval_table
+
         try:
             records = read_episodes(summarize)
         except (OSError, ValueError) as exc:
@@ -117,6 +125,8 @@ def serve(
     if checkpoint is None:
         _fail("missing CHECKPOINT: duo serve CHECKPOINT [serve.port=PORT] [overrides]")
     cfg = _compose(overrides)
+    from duo_cli.serve import server
+
     run_dir = _run(server.run, cfg, checkpoint, overrides, console,
                    interrupt_hint="live episodes were logged as interrupted")
     console.print(f"run dir: {run_dir}", soft_wrap=True)
@@ -130,6 +140,8 @@ def sweep(
     ] = None,
 ) -> None:
     """Hydra multirun cost sweep (alpha grid x methods x seeds) with AUC tables and plots."""
+    from duo_cli import sweep as sweep_mod
+
     console = _console()
     if summarize:
         sweep_dir = _run(sweep_mod.summarize_dir, summarize, console)
@@ -147,6 +159,8 @@ def config(
     ] = "agent",
 ) -> None:
     """Print the composed config as YAML."""
+    from duo_cli.config import to_yaml
+
     cfg = _compose(overrides, type_)
     typer.echo(to_yaml(cfg), nl=False)
 

@@ -201,20 +201,15 @@ def _plain(node: Any) -> dict[str, Any]:
 # -- value checks of single keys (the groups without a class: seed, env pools, ...) ------
 
 
+_YAML_TYPES = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"),
+               (Mapping, "mapping"), (Sequence, "list"))
+
+
 def type_name(value: Any) -> str:
     """The YAML name of ``value``'s type (bool, int, float, str, list, mapping)."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, Mapping):
-        return "mapping"
-    if isinstance(value, Sequence):
-        return "list"
+    for typ, name in _YAML_TYPES:  # bool before int: a bool is an int in Python
+        if isinstance(value, typ):
+            return name
     return type(value).__name__
 
 

@@ -360,10 +360,8 @@ PINNED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(PINNED))
-def test_short_run_reproduces_pinned_weights_and_losses(tmp_path, case):
-    """Multi-step episodes, chunked minibatches, lr annealing, evaluation, (KL stop)."""
-    overrides, weight_sum, losses = PINNED[case]
+def _short_run(tmp_path, **overrides) -> tuple[float, dict]:
+    """3 PPO iterations on a fake env: the weight sum and the last metrics row."""
     env = FakeVecEnv(4, NUM_ACTIONS, ep_lengths=[2, 3, 4, 5],
                      reward_fn=action_reward([0.0, 1.0, 0.5, 0.0]), obs_shape=(2, 2, 1))
     policy = make_policy(3)
@@ -371,7 +369,14 @@ def test_short_run_reproduces_pinned_weights_and_losses(tmp_path, case):
                   **overrides)
     PPO(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": _ConstEvaluator([0.1, 0.5])})
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    total = sum(float(v.double().sum()) for v in policy.get_params().values())
+    return sum(float(v.double().sum()) for v in policy.get_params().values()), last
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_short_run_reproduces_pinned_weights_and_losses(tmp_path, case):
+    """Multi-step episodes, chunked minibatches, lr annealing, evaluation, (KL stop)."""
+    overrides, weight_sum, losses = PINNED[case]
+    total, last = _short_run(tmp_path, **overrides)
     # Tolerance: float32 matmul/conv kernels (MKL, oneDNN, OpenBLAS; Intel vs AMD) round
     # differently in the last bits; over these 3 iterations of Adam that drifts to ~1.5e-6
     # relative (pg_loss, approx_kl on an AMD EPYC against these Intel-pinned values).
@@ -381,17 +386,6 @@ def test_short_run_reproduces_pinned_weights_and_losses(tmp_path, case):
     # 0.21 the weights by 0.19 (test_pinned_tolerance_catches_a_small_real_change).
     assert total == pytest.approx(weight_sum, rel=PINNED_REL, abs=1e-6)
     assert {k: last[k] for k in losses} == pytest.approx(losses, rel=PINNED_REL, abs=1e-6)
-
-
-def _short_run(tmp_path, **overrides) -> tuple[float, dict]:
-    env = FakeVecEnv(4, NUM_ACTIONS, ep_lengths=[2, 3, 4, 5],
-                     reward_fn=action_reward([0.0, 1.0, 0.5, 0.0]), obs_shape=(2, 2, 1))
-    policy = make_policy(3)
-    cfg = ppo_cfg(total_timesteps=4 * 16 * 3, chunk_size=8, anneal_lr=True, eval_every=2,
-                  **overrides)
-    PPO(cfg, make_ctx(tmp_path)).train(policy, env, {"val_sim": _ConstEvaluator([0.1, 0.5])})
-    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    return sum(float(v.double().sum()) for v in policy.get_params().values()), last
 
 
 def test_pinned_tolerance_catches_a_small_real_change(tmp_path):
