@@ -58,13 +58,18 @@ def _bad_values(hint, meta) -> list[tuple[str, str]]:
 
 
 def _table() -> list[tuple[str, str, str, str]]:
-    rows = []
+    """``(algorithm option, key, what, bad value)`` for every declared setting; a setting
+    declared identically by two classes (AgentPPO inherits PPO's) is checked once."""
+    rows, seen = [], set()
     for kind in ("policy", "algorithm"):
         for cls in sorted(set(registered(kind).values()), key=lambda c: c.__qualname__):
             option = _option_of().get(cls)
             if option is None:
                 continue  # a class no shipped option uses (none today)
             for name, hint, meta in settings_fields(cls.Settings):
+                if (kind, name, str(hint), str(meta)) in seen:
+                    continue
+                seen.add((kind, name, str(hint), str(meta)))
                 for what, value in _bad_values(hint, meta):
                     rows.append((option, f"{kind}.{name}", what, value))
     return rows
@@ -77,7 +82,7 @@ def test_table_covers_every_setting_of_every_class():
         for cls in set(registered(kind).values()):
             for name, _, _ in settings_fields(cls.Settings):
                 assert any(k == f"{kind}.{name}" for _, k in keys), (cls, name)
-    assert len(rows) > 60
+    assert len(rows) > 40
 
 
 COMMANDS = {
