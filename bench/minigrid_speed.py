@@ -65,7 +65,7 @@ def _ppo_block(iterations: int) -> float:
     from rich.console import Console
 
     from duo_cli.agents import agent_spec, build_agent
-    from duo_cli.algorithms.ppo import PPO
+    from duo_cli.algorithms.ppo import AgentPPO
     from duo_cli.config import compose
     from duo_cli.envs import make_env
 
@@ -79,7 +79,7 @@ def _ppo_block(iterations: int) -> float:
 
     with tempfile.TemporaryDirectory() as d:
         ctx = RunContext(Path(d), progress=False, console=Console(file=open(os.devnull, "w")))
-        PPO(algo_cfg, ctx).train(policy, env, {})
+        AgentPPO(algo_cfg, ctx).train(policy, env, {})
         rows = [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
     env.close()
     return float(np.median([r["sps"] for r in rows[1:]]))  # the first iteration warms up

@@ -96,7 +96,7 @@ def bench_ppo(iterations: int = 3) -> None:
     """PPO agent training SPS: small CNN, coinrun, 64 envs, 2 threads."""
     from rich.console import Console
 
-    from duo_cli.algorithms.ppo import PPO
+    from duo_cli.algorithms.ppo import AgentPPO
     from duo_cli.envs import make_env
     from duo_cli.rundir import RunContext
 
@@ -108,7 +108,7 @@ def bench_ppo(iterations: int = 3) -> None:
         algo_cfg = dict(cfg.algorithm)
         algo_cfg["total_timesteps"] = 64 * 256 * (iterations + 1)
         algo_cfg["save_every"] = 1000
-        PPO(algo_cfg, ctx).train(policy, env, {})
+        AgentPPO(algo_cfg, ctx).train(policy, env, {})
         import json
 
         rows = [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
