@@ -39,7 +39,7 @@ bench: install  ## speed benchmarks, one `name: value` line per figure
 	$(BIN)/python bench/run.py
 
 lint: install  ## ruff
-	$(BIN)/ruff check duo_cli tests bench
+	$(BIN)/ruff check duo_cli tests bench tools
 
 clean:  ## remove the venv and run outputs
 	rm -rf $(VENV) runs multirun outputs
