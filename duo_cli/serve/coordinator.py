@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from duo_cli.checkpoint import PolicyCheckpoint
 from duo_cli.coordination.problem import CoordProblem
 from duo_cli.coordination.step import EXPERT, NOVICE, AgentStep
+from duo_cli.groups import ServeSettings
 from duo_cli.rundir import make_run_dir
 
 logger = logging.getLogger(__name__)
@@ -48,18 +50,19 @@ class ServedCoordinator:
     :param problem: the coordination problem of the checkpoint's setting (with ``serve``).
     :param ckpt: the loaded coordinator checkpoint.
     :param path: where it was loaded from (reported by ``/v1/health``).
+    :param settings: the checked ``serve`` settings.
     """
 
-    def __init__(self, problem: CoordProblem, ckpt: dict, path: Path):
+    def __init__(self, problem: CoordProblem, ckpt: PolicyCheckpoint, path: Path,
+                 settings: ServeSettings):
         cfg = problem.cfg
         self.device = problem.device
         env = problem.env("test", 1)  # spaces, agents and costs; no game is started
         self.novice, self.expert = env.novice, env.expert
-        bf16 = cfg.serve.get("bf16")
         for agent in (self.novice, self.expert):
             agent.eval()
-            if bf16 is not None and hasattr(agent.model, "bf16"):
-                agent.model.bf16 = bool(bf16)  # a deployment trade-off; changes numerics
+            if settings.bf16 is not None and hasattr(agent.model, "bf16"):
+                agent.model.bf16 = settings.bf16  # a deployment trade-off; changes numerics
         self.observation_space = env.base_env.single_observation_space
         self.num_actions = int(env.base_env.single_action_space.n)
         self.open_expert = bool(env.open_expert)
@@ -69,7 +72,7 @@ class ServedCoordinator:
         self.expert_cost = float(env.expert_query_cost_per_action)
         self.switch_cost = float(env.switch_agent_cost_per_action)
         self.agent_temperature = float(cfg.coordination.temperature)
-        temp = cfg.serve.get("temperature")
+        temp = settings.temperature
         self.temperature = float(cfg.evaluation.temperature if temp is None else temp)
         policy = problem.policy(env)
         policy.set_params(ckpt.state_dict)
@@ -81,6 +84,9 @@ class ServedCoordinator:
         self.method = str(ckpt.metadata.method or cfg.algorithm.name)
         self.path = path
         self.version = _file_digest(path)
+        #: the agents' per-step work (stateless: shared by every decide call)
+        self.agents = AgentStep(self.novice, self.expert, self.agent_temperature,
+                                self.open_expert, self.device)
 
     def episode_policy(self) -> Any | None:
         """The per-episode copy of a stateful coordinator (``None``: the shared one serves)."""
@@ -99,8 +105,7 @@ class ServedCoordinator:
         :param policies: per-episode coordinator copies (``None`` = the shared policy).
         :param external: rows whose expert is the application (no expert forward there).
         """
-        agents = AgentStep(self.novice, self.expert, self.agent_temperature, self.open_expert,
-                           self.device)
+        agents = self.agents
         observed = agents.observe(np.stack(obs))
         actor = self._choose(observed.obs, policies)
         ext = np.asarray(external, dtype=bool)

@@ -79,7 +79,7 @@ def build(cli_cfg: DictConfig, checkpoint: str, overrides: list[str] | None):
     settings = parse_settings(ServeSettings, cfg.serve, "serve")
     token = serve_token(cfg)
     # the agents and BP are checked before anything is written
-    coord = ServedCoordinator(CoordProblem(cfg, setup_torch(cfg)), ckpt, path)
+    coord = ServedCoordinator(CoordProblem(cfg, setup_torch(cfg)), ckpt, path, settings)
     run_dir = new_run_dir(cfg)
     saved = OmegaConf.merge(cfg, {"serve": {"token": "<redacted>" if cfg.serve.token else None}})
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))  # never the secret
