@@ -27,6 +27,9 @@ class AlwaysPolicy(CoordPolicy):
         n = len(obs["base_obs"])
         return np.full(n, self.EXPERT if self.agent == "expert" else self.NOVICE)
 
+    def choice_probs(self, obs, temperature=1.0):
+        return np.asarray(self.decide(obs), dtype=np.float64)  # deterministic: 0 or 1
+
     def get_params(self):
         return {"agent": self.agent}
 

@@ -41,6 +41,19 @@ class CoordPolicy(Policy):
         """Boolean or 0/1 array: which rows query the expert."""
         raise NotImplementedError
 
+    def choice_probs(self, obs: Mapping[str, Any], temperature: float = 1.0) -> np.ndarray:
+        """p(expert) per row: the probability that :meth:`act` chooses the expert now.
+
+        The contract every coordinator keeps: ``act(obs, temperature)`` draws EXPERT with
+        exactly this probability (0 or 1 for a deterministic rule).  A stateful policy
+        answers for its current state without advancing it (ask before :meth:`act`).
+        The served log records it as the behaviour probability; off-policy evaluation
+        asks it of the target coordinator.
+
+        :returns: float64 array in [0, 1], one entry per row of ``obs``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} gives no choice probabilities")
+
     def describe(self) -> str:
         """Short human description of the current parameters."""
         return ", ".join(f"{k}={_short(v)}" for k, v in self.get_params().items())

@@ -97,6 +97,14 @@ class CoordPPOPolicy(CoordPolicy):
     def act(self, obs, temperature: float = 1.0) -> torch.Tensor:
         return sample_actions(self.forward(obs).logits, temperature)
 
+    @torch.no_grad()
+    def choice_probs(self, obs, temperature: float = 1.0) -> np.ndarray:
+        """softmax(logits / temperature)[:, EXPERT]; temperature 0: 1 where act's argmax is EXPERT."""
+        logits = self.forward(obs).logits.float()
+        if temperature <= 0:
+            return (logits.argmax(dim=-1) == self.EXPERT).double().cpu().numpy()
+        return torch.softmax(logits / temperature, dim=-1)[:, self.EXPERT].double().cpu().numpy()
+
     def get_params(self):
         return self.model.state_dict()
 

@@ -79,6 +79,9 @@ class LogitPolicy(CoordPolicy):
     def decide(self, obs):
         return self.score(obs) < self.threshold
 
+    def choice_probs(self, obs, temperature=1.0):
+        return np.asarray(self.decide(obs), dtype=np.float64)  # deterministic: 0 or 1
+
     def get_params(self):
         return {"metric": self.metric, "threshold": self.threshold}
 

@@ -152,6 +152,9 @@ class OODPolicy(CoordPolicy):
     def decide(self, obs):
         return self.anomaly(self.featurize(obs)) >= self.threshold
 
+    def choice_probs(self, obs, temperature=1.0):
+        return np.asarray(self.decide(obs), dtype=np.float64)  # deterministic: 0 or 1
+
     def get_params(self):
         params: dict[str, Any] = {"threshold": self.threshold, "feature": self.feature}
         if self.features is not None:

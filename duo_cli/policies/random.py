@@ -26,6 +26,9 @@ class RandomPolicy(CoordPolicy):
         n = len(obs["base_obs"])
         return self.rng.random(n) < self.p
 
+    def choice_probs(self, obs, temperature=1.0):
+        return np.full(len(obs["base_obs"]), self.p, dtype=np.float64)
+
     def get_params(self):
         return {"p": self.p}
 
