@@ -102,8 +102,11 @@ class DuoClient:
         return self._post(f"/v1/episodes/{episode_id}/returns",
                           _body(reward=float(reward), info=info, request_id=request_id))
 
-    def end_episode(self, episode_id: str, observation: Any = None) -> dict:
-        return self._post(f"/v1/episodes/{episode_id}/end", _body(observation=observation))
+    def end_episode(self, episode_id: str, observation: Any = None,
+                    truncated: bool | None = None) -> dict:
+        """End an episode; ``truncated=True``: cut by a time limit, not a terminal state."""
+        return self._post(f"/v1/episodes/{episode_id}/end",
+                          _body(observation=observation, truncated=truncated))
 
     def close(self) -> None:
         self.http.close()
@@ -148,8 +151,10 @@ class AsyncDuoClient:
         return await self._post(f"/v1/episodes/{episode_id}/returns",
                                 _body(reward=float(reward), info=info, request_id=request_id))
 
-    async def end_episode(self, episode_id: str, observation: Any = None) -> dict:
-        return await self._post(f"/v1/episodes/{episode_id}/end", _body(observation=observation))
+    async def end_episode(self, episode_id: str, observation: Any = None,
+                          truncated: bool | None = None) -> dict:
+        return await self._post(f"/v1/episodes/{episode_id}/end",
+                                _body(observation=observation, truncated=truncated))
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -5,6 +5,9 @@ Per-step semantics are CoordEnv's, run by the same code
 logits and hidden features are the coordinator's observation and its sampled action is the
 novice's action); the expert runs only on the rows whose coordinator chose it (on every row
 with ``coordination.open_expert``); the coordinator acts on the CoordEnv observation dict.
+Each decision carries the coordinator's p(expert)
+(:meth:`~duo_cli.policies.coord.CoordPolicy.choice_probs`): a stateless coordinator's choice
+is drawn from it (one forward), a stateful one's by its own ``act`` after it was asked.
 This module is the only place in :mod:`duo_cli.serve` that imports duo's coordination
 setup (:mod:`duo_cli.coordination.problem`).
 """
@@ -37,11 +40,13 @@ def new_run_dir(cfg: DictConfig) -> Path:
 
 @dataclass
 class Decision:
-    """The answer to one ``act``: who acts and the base actions."""
+    """The answer to one ``act``: who acts, the base actions, p(expert) and the weights' version."""
 
     actor: int
     action: int | None
     novice_action: int
+    p_expert: float
+    version: str
 
 
 class ServedCoordinator:
@@ -84,6 +89,8 @@ class ServedCoordinator:
         self.method = str(ckpt.metadata.method or cfg.algorithm.name)
         self.path = path
         self.version = _file_digest(path)
+        #: draws the choices of stateless coordinators from their p(expert)
+        self.rng = np.random.default_rng(int(cfg.seed))
         #: the agents' per-step work (stateless: shared by every decide call)
         self.agents = AgentStep(self.novice, self.expert, self.agent_temperature,
                                 self.open_expert, self.device)
@@ -107,30 +114,41 @@ class ServedCoordinator:
         """
         agents = self.agents
         observed = agents.observe(np.stack(obs))
-        actor = self._choose(observed.obs, policies)
+        actor, p_expert = self._choose(observed.obs, policies)
         ext = np.asarray(external, dtype=bool)
         action = agents.base_actions(observed, actor, skip=ext)
         return [
             Decision(int(actor[i]), None if (ext[i] and actor[i] == EXPERT) else int(action[i]),
-                     int(observed.novice_action[i]))
+                     int(observed.novice_action[i]), float(p_expert[i]), self.version)
             for i in range(len(obs))
         ]
 
-    def _choose(self, coord_obs: dict[str, np.ndarray], policies: list[Any | None]) -> np.ndarray:
-        """The coordinator's choice per row: shared rows in one call, own copies row by row."""
-        n = len(policies)
+    def _choose(self, coord_obs: dict[str, np.ndarray], policies: list[Any | None]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The coordinator's choice and p(expert) per row: shared rows in one call (the choice
+        drawn from p), own copies row by row (asked, then ``act`` advances their state)."""
+        n, temp = len(policies), self.temperature
         own = [i for i, p in enumerate(policies) if p is not None]
         actor = np.zeros(n, dtype=np.int64)
+        p_expert = np.zeros(n, dtype=np.float64)
         shared = [i for i in range(n) if policies[i] is None]
         if shared:
             sub = coord_obs if len(shared) == n else {k: v[shared] for k, v in coord_obs.items()}
-            actor[shared] = _as_numpy(self.policy.act(sub, self.temperature))
+            p = np.asarray(self.policy.choice_probs(sub, temp), dtype=np.float64)
+            p_expert[shared] = p
+            actor[shared] = np.where(self.rng.random(len(shared)) < p, EXPERT, NOVICE)
         for i in own:
             row = {k: v[i:i + 1] for k, v in coord_obs.items()}
-            actor[i] = int(_as_numpy(policies[i].act(row, self.temperature))[0])
+            p_expert[i] = float(np.asarray(policies[i].choice_probs(row, temp))[0])
+            actor[i] = int(_as_numpy(policies[i].act(row, temp))[0])
         if ((actor != NOVICE) & (actor != EXPERT)).any():
             raise RuntimeError(f"coordinator returned actions other than 0/1: {actor}")
-        return actor
+        chosen = np.where(actor == EXPERT, p_expert, 1.0 - p_expert)
+        if not (np.isfinite(p_expert).all() and (p_expert >= 0).all() and (p_expert <= 1).all()
+                and (chosen > 0).all()):
+            raise RuntimeError(f"coordinator's choices {actor} disagree with its p(expert) "
+                               f"{p_expert}")
+        return actor, p_expert
 
 
 def _as_numpy(x: Any) -> np.ndarray:

@@ -10,6 +10,10 @@ expert step, ``beta * BP`` per switch of actor between two coordinator steps of 
 episode (the first step is never a switch); the application's own steps cost nothing.
 Rewards reported with ``returns`` accumulate onto the latest step, as in RLlib's
 ``ExternalEnv``.
+
+Every step is logged (:class:`~duo_cli.serve.store.StepColumns`) with the coordinator's
+p(expert), the probability of its choice, the model version that chose and the row of its
+observation, so the log can be evaluated off-policy and learned from.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duo_cli.coordination.step import EXPERT, NO_ACTOR, NOVICE, charge
+from duo_cli.serve.store import SCHEMA, StepColumns
 from duo_cli.serve.wire import ApiError
 
 READY, ACTING, AWAITING_EXPERT = "ready", "acting", "awaiting_expert"
@@ -46,13 +51,22 @@ class Episode:
     app_steps: int = 0
     cost: float = 0.0
     base_return: float = 0.0
-    actors: list[int] = field(default_factory=list)
-    actions: list[int | None] = field(default_factory=list)
-    novice_actions: list[int | None] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-    costs: list[float] = field(default_factory=list)
+    steps: StepColumns = field(default_factory=StepColumns)
+    final_obs_row: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
     last_request: tuple[str, str, dict] | None = None
+
+    @property
+    def actions(self) -> list[int | None]:
+        return self.steps.action
+
+    @property
+    def rewards(self) -> list[float]:
+        return self.steps.reward
+
+    @property
+    def costs(self) -> list[float]:
+        return self.steps.cost
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -66,8 +80,16 @@ class Episode:
                                 f"{self.state} ({hint})")
 
     def record_step(self, actor: int, action: int | None, novice_action: int | None,
-                    expert_cost: float, switch_cost: float) -> float:
-        """Account one step; returns its cost. Application steps (log_action) cost nothing."""
+                    expert_cost: float, switch_cost: float, p_expert: float | None = None,
+                    version: str | None = None, obs_row: int | None = None) -> float:
+        """Account and log one step; returns its cost. Application steps (log_action) cost
+        nothing and have no probability (``p_expert`` is ignored there).
+
+        :param p_expert: the coordinator's p(expert) for this step (its choice's probability
+            is ``p_expert`` for the expert, ``1 - p_expert`` for the novice).
+        :param version: the model version that chose.
+        :param obs_row: the step's observation row in the log.
+        """
         cost = 0.0
         if actor != APPLICATION:
             _, step_cost, switched = charge(actor, self.prev_actor, expert_cost, switch_cost)
@@ -79,11 +101,21 @@ class Episode:
             self.app_steps += 1
         self.length += 1
         self.cost += cost
-        self.actors.append(actor)
-        self.actions.append(action)
-        self.novice_actions.append(novice_action)
-        self.rewards.append(0.0)
-        self.costs.append(cost)
+        if actor == APPLICATION or p_expert is None:
+            p_expert = p_choice = None
+        else:
+            p_expert = float(p_expert)
+            p_choice = p_expert if actor == EXPERT else 1.0 - p_expert
+        s = self.steps
+        s.actor.append(ACTORS[actor])
+        s.action.append(action)
+        s.novice_action.append(novice_action)
+        s.reward.append(0.0)
+        s.cost.append(cost)
+        s.p_expert.append(p_expert)
+        s.p_choice.append(p_choice)
+        s.model_version.append(version)
+        s.obs_row.append(obs_row)
         return cost
 
     def add_reward(self, reward: float) -> None:
@@ -106,15 +138,13 @@ class Episode:
         }
 
     def record(self, status: str, reason: str, meta: dict[str, Any]) -> dict[str, Any]:
-        """The episode log entry."""
+        """The episode log entry (layout: :mod:`duo_cli.serve.store`)."""
         return {
-            **self.summary(), "status": status, "reason": reason,
+            "schema": SCHEMA, **self.summary(), "status": status, "reason": reason,
             "training_enabled": self.training_enabled,
             "expert": "external" if self.external_expert else "model",
             "started": self.started, "ended": time.time(), "info": self.info, **meta,
-            "steps": {"actor": [ACTORS[a] for a in self.actors], "action": self.actions,
-                      "novice_action": self.novice_actions, "reward": self.rewards,
-                      "cost": self.costs},
+            "final_obs_row": self.final_obs_row, "steps": self.steps.to_dict(),
         }
 
 
@@ -155,7 +185,8 @@ class EpisodeTable:
 
     def remove(self, ep: Episode, status: str) -> None:
         self.live.pop(ep.episode_id, None)
-        self.finished[ep.episode_id] = {"ended": "ended", "abandoned": "been abandoned (timed out)",
+        self.finished[ep.episode_id] = {"ended": "ended", "truncated": "ended (truncated)",
+                                        "abandoned": "been abandoned (timed out)",
                                         "interrupted": "been interrupted"}.get(status, status)
         while len(self.finished) > self.remember:
             self.finished.popitem(last=False)

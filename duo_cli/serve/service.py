@@ -38,6 +38,8 @@ class Service:
     def __init__(self, coordinator: Any, log: EpisodeLog, limits: ServeSettings):
         self.coord = coordinator
         self.log = log
+        space = coordinator.observation_space
+        log.open_observations(space.dtype, space.shape)
         self.limits = limits
         self.table = EpisodeTable(limits.max_concurrent)
         self.executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="duo-forward")
@@ -48,9 +50,9 @@ class Service:
                      "method": coordinator.method, "alpha": coordinator.alpha,
                      "beta": coordinator.beta, "bp": coordinator.bp,
                      "temperature": coordinator.temperature}
-        self.counts = {"episodes_started": 0, "episodes_ended": 0, "episodes_abandoned": 0,
-                       "episodes_interrupted": 0, "acts": 0, "expert_steps": 0, "cost": 0.0,
-                       "rejected_429": 0}
+        self.counts = {"episodes_started": 0, "episodes_ended": 0, "episodes_truncated": 0,
+                       "episodes_abandoned": 0, "episodes_interrupted": 0, "acts": 0,
+                       "expert_steps": 0, "cost": 0.0, "rejected_429": 0}
         self.act_seconds: list[float] = []
         self._reaper: asyncio.Task | None = None
         self.started = time.time()
@@ -130,15 +132,18 @@ class Service:
         self.act_seconds.append(time.perf_counter() - t0)
         if len(self.act_seconds) > 10_000:
             del self.act_seconds[:5_000]
+        row = self.log.add_observation(obs)
         cost = ep.record_step(decision.actor, decision.action, decision.novice_action,
-                              self.coord.expert_cost, self.coord.switch_cost)
+                              self.coord.expert_cost, self.coord.switch_cost,
+                              decision.p_expert, decision.version, row)
         self.counts["acts"] += 1
         self.counts["expert_steps"] += decision.actor == EXPERT
         self.counts["cost"] += cost
         if decision.actor == EXPERT and decision.action is None:
             ep.state = AWAITING_EXPERT
         out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": ACTORS[decision.actor],
-               "action": decision.action, "novice_action": decision.novice_action, "cost": cost}
+               "action": decision.action, "novice_action": decision.novice_action, "cost": cost,
+               "p_expert": decision.p_expert, "model_version": decision.version}
         _remember(ep, "act", body, out)
         return out
 
@@ -153,15 +158,16 @@ class Service:
         if replay is not None:
             return replay
         action = wire.get_action(body, self.coord.num_actions)
-        self._check_observation(body)
+        obs = self._check_observation(body)
         ep.touch()
         if ep.state == AWAITING_EXPERT:
             ep.actions[-1] = action
             ep.state = READY
             out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": "expert",
                    "action": action, "cost": ep.costs[-1]}
-        else:
-            ep.record_step(APPLICATION, action, None, 0.0, 0.0)
+        else:  # no coordinator chose: logged without a probability
+            row = None if obs is None else self.log.add_observation(obs)
+            ep.record_step(APPLICATION, action, None, 0.0, 0.0, obs_row=row)
             out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": "application",
                    "action": action, "cost": 0.0}
         _remember(ep, "log_action", body, out)
@@ -187,14 +193,20 @@ class Service:
         return out
 
     async def end(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        ep, _ = self._open(episode_id, body, "end", ("observation", "info"),
+        """End an episode: ``truncated`` (a time limit, not a terminal state) is logged as such."""
+        ep, _ = self._open(episode_id, body, "end", ("observation", "info", "truncated"),
                            READY, AWAITING_EXPERT)
-        self._check_observation(body)
+        truncated = wire.get_bool(body, "truncated", False)
+        obs = self._check_observation(body)
         if isinstance(body.get("info"), dict):
             ep.info = body["info"]
-        record = self._close(ep, "ended", "ended by the application")
+        if obs is not None:
+            ep.final_obs_row = self.log.add_observation(obs)
+        status = "truncated" if truncated else "ended"
+        record = self._close(ep, status, "ended by the application"
+                             + (" (truncated)" if truncated else ""))
         await asyncio.to_thread(self.log.append, record)  # answered once it is on disk
-        return {**ep.summary(), "status": "ended"}
+        return {**ep.summary(), "status": status}
 
     def _open(self, episode_id: str, body: dict[str, Any], call: str, keys: tuple[str, ...],
               *states: str) -> tuple[Episode, dict[str, Any] | None]:
@@ -207,10 +219,11 @@ class Service:
             ep.require(*states, call=call)
         return ep, replay
 
-    def _check_observation(self, body: dict[str, Any]) -> None:
-        """An optional ``observation`` must still fit the env's observation space."""
-        if body.get("observation") is not None:
-            wire.decode_observation(body["observation"], self.coord.observation_space)
+    def _check_observation(self, body: dict[str, Any]) -> Any:
+        """An optional ``observation``, decoded: it must still fit the env's observation space."""
+        if body.get("observation") is None:
+            return None
+        return wire.decode_observation(body["observation"], self.coord.observation_space)
 
     def metrics(self) -> str:
         """Prometheus text format."""
