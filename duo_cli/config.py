@@ -36,6 +36,7 @@ from duo_cli.settings import (
     parse_settings,
     type_name,
 )
+from duo_cli.threads import check_torch_threads
 
 __all__ = ["PROJECT_DIR", "SPLITS", "VALIDATION_SPLITS", "ConfigError", "chosen_splits",
            "compose", "conf_dir", "first_line", "group_options", "resolve_path", "to_yaml",
@@ -175,7 +176,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("type") not in ("agent", "coord"):
         raise ConfigError(f"unknown type {cfg.get('type')!r}; valid choices: agent, coord")
     check_number(cfg, "seed", integer=True, low=0)
-    check_number(cfg, "torch_threads", integer=True, low=0)
+    check_torch_threads(cfg.get("torch_threads"))
     device = cfg.get("device")
     if not isinstance(device, str) or not re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", device):
         raise ConfigError(f"unknown device {device!r}; valid choices: cpu, cuda, cuda:N, mps")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,20 @@ from duo_cli.envs import make_env
 from duo_cli.errors import CheckpointError, ConfigError
 from duo_cli.registry import resolve
 from duo_cli.rundir import RunContext
+from duo_cli.threads import resolve_torch_threads
+
+logger = logging.getLogger(__name__)
 
 
 def setup_torch(cfg: DictConfig) -> torch.device:
-    """Threads and seed from the config; the device, refused if it is not available here."""
-    if cfg.torch_threads:
-        torch.set_num_threads(int(cfg.torch_threads))
+    """Threads and seed from the config; the device, refused if it is not available here.
+
+    ``torch_threads`` is resolved by :func:`~duo_cli.threads.resolve_torch_threads` (null:
+    all cores; ``duo sweep`` sets each job's share before its command runs).
+    """
+    threads = resolve_torch_threads(cfg.get("torch_threads"))
+    torch.set_num_threads(threads)
+    logger.info("torch: %d intra-op thread(s) (torch_threads=%s)", threads, cfg.get("torch_threads"))
     torch.manual_seed(int(cfg.seed))
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -2,7 +2,8 @@
 
 Besides Hydra's ``.hydra/`` and the run's own files, a job dir holds ``train.log``
 (the run's console output), ``duo_sweep.log`` (its Python logging: Hydra's job
-logging, sent to the file only), ``status.json`` (``ok`` | ``failed``) and, for a
+logging, sent to the file only), ``status.json`` (``ok`` | ``failed``, and the torch
+threads the job ran with: :mod:`duo_cli.sweep.threads`) and, for a
 failed job, ``error.txt`` (a one-line error, then the traceback).
 """
 
@@ -16,12 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from duo_cli.commands.train_coord import train_coord
 from duo_cli.config import ConfigError
 from duo_cli.report.records import Point, read_points
 from duo_cli.rundir import write_json
 from duo_cli.summaries import JobSummary, SummaryError, read_summary
 from duo_cli.sweep.args import _parse_overrides
+from duo_cli.sweep.threads import job_threads, sweep_size
+from duo_cli.threads import available_cores
 
 
 class JobsFailed(ConfigError):
@@ -54,7 +59,10 @@ def run_job(cfg) -> dict[str, Any]:
     try:
         from rich.console import Console
 
+        threads, why = job_threads(cfg.get("torch_threads"), hc.launcher, available_cores(),
+                                   sweep_size(Path(hc.sweep.dir)))
         with read_write(cfg), open_dict(cfg):
+            cfg.torch_threads = threads  # the job's share; recorded in its config.yaml
             cfg.run_dir = str(job_dir)
             # Hydra made the dir (and .hydra/ in it); continue a half-finished PPO run
             cfg.resume = (job_dir / "last.pt").is_file()
@@ -64,10 +72,13 @@ def run_job(cfg) -> dict[str, Any]:
             cfg.progress = False
         with open(job_dir / "train.log", "a") as log_fh:
             console = Console(file=log_fh, width=120, color_system=None, soft_wrap=True)
+            console.print(f"torch threads: {threads} ({why})")
             train_coord(cfg, console)
         summary = read_summary(job_dir / "summary.json")
-        status.update(status="ok", wall_time_s=time.time() - t0)
-        _say(f"job {num}: done in {time.time() - t0:.0f}s, {_result_line(summary)} ({label})")
+        status.update(status="ok", wall_time_s=time.time() - t0,
+                      torch_threads=torch.get_num_threads())
+        _say(f"job {num}: done in {time.time() - t0:.0f}s with {threads} thread(s), "
+             f"{_result_line(summary)} ({label})")
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed job must not stop the sweep
         line = error_line(exc)
         (job_dir / "error.txt").write_text(line + "\n\n" + traceback.format_exc())

@@ -17,12 +17,15 @@ from duo_cli.sweep.args import (
     SweepArgs,
     _check_launcher,
     _hydra_config,
+    _sweep_values,
     parse_args,
     sweep_overrides,
     validate,
 )
 from duo_cli.sweep.jobs import JobsFailed, _job_dirs, _label, _okey, error_line, run_job
 from duo_cli.sweep.summarize import REPORT_FILES, summarize
+from duo_cli.sweep.threads import describe_threads
+from duo_cli.threads import available_cores
 
 TASK_NAME = "duo_sweep"
 #: default parent of sweep dirs (relative to the working directory)
@@ -114,6 +117,14 @@ def _check_resume(sweep_dir: Path, task_overrides: Sequence[str], hydra_override
             )
 
 
+def _threads_line(args: SweepArgs, n_jobs: int) -> str:
+    """The torch threads each job will use (as :func:`run_job` resolves them)."""
+    first = [_sweep_values(o)[0] for o in sweep_overrides(args.task, args.hydra)]
+    with _hydra_config([*first, *args.hydra]) as cfg:
+        return describe_threads(cfg.get("torch_threads"), cfg.hydra.launcher,
+                                available_cores(), n_jobs)
+
+
 def run_sweep(overrides: Sequence[str], console) -> Path:
     """``duo sweep OVERRIDES``: validate, run the Hydra multirun, then summarise.
 
@@ -137,7 +148,8 @@ def run_sweep(overrides: Sequence[str], console) -> Path:
         hydra_overrides.append("hydra.job.chdir=false")
     hydra_overrides.append(f"hydra.sweep.dir={_quote(str(sweep_dir.resolve()))}")
     console.print(
-        f"[bold]duo sweep[/]: {n_jobs} job(s) with the {args.launcher} launcher into {sweep_dir}"
+        f"[bold]duo sweep[/]: {n_jobs} job(s) with the {args.launcher} launcher, "
+        f"{_threads_line(args, n_jobs)}, into {sweep_dir}"
         + (" (resuming: finished jobs are skipped)" if args.resume else ""),
         soft_wrap=True,
     )
