@@ -63,8 +63,13 @@ class CoordEnv(VectorEnv):
     #: declared to the Evaluator: ``info["episode"]`` carries the coordination sums
     #: (``base_r``, ``expert_steps``, ``switches``) of every ended episode
     reports_coordination = True
+    #: declared to the Evaluator: :meth:`limit_episodes` idles the rows that have played
+    #: their quota (no agent forward on them)
+    limits_episodes = True
     #: run the expert on every row at every step (recurrent agents)
     expert_every_row = False
+    #: the agents keep per-row state: both run on every row at every step, idle rows too
+    recurrent_agents = False
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
@@ -89,7 +94,8 @@ class CoordEnv(VectorEnv):
         self.num_envs = base_env.num_envs
         self.device = getattr(novice, "device", torch.device("cpu"))
         self.agents = AgentStep(novice, expert, self.temperature, self.open_expert, self.device,
-                                expert_every_row=self.expert_every_row)
+                                expert_every_row=self.expert_every_row,
+                                recurrent=self.recurrent_agents)
 
         spaces = {
             "base_obs": base_env.single_observation_space,
@@ -114,6 +120,28 @@ class CoordEnv(VectorEnv):
         self._base_action = np.zeros(self.num_envs, dtype=np.int64)
         self._observed: Observed | None = None
         self._obs: dict[str, np.ndarray] = {}
+        self._limit: int | None = None
+        self._played = np.zeros(self.num_envs, dtype=np.int64)
+        self._active: np.ndarray | None = None
+
+    # -- episode quota -----------------------------------------------------------------
+    def limit_episodes(self, per_row: int | None) -> None:
+        """From the next :meth:`reset`, each row plays ``per_row`` episodes, then idles.
+
+        An idle row counts as NOVICE whatever the coordinator chose, the base env gets
+        ``IDLE_ACTION`` there (which changes no other row's levels) and, unless the agents
+        are recurrent, it costs no agent forward and its features are zeros.  ``None``
+        lifts the limit.
+        """
+        if per_row is not None and int(per_row) < 1:
+            raise ValueError(f"episodes per row must be >= 1 or None, got {per_row!r}")
+        self._limit = None if per_row is None else int(per_row)
+        self._active = None
+
+    @property
+    def active_rows(self) -> np.ndarray | None:
+        """Rows still playing their quota (a boolean mask), ``None`` without a limit."""
+        return None if self._active is None else self._active.copy()
 
     # -- costs -------------------------------------------------------------------------
     def set_costs(self, base_penalty: float) -> None:
@@ -137,6 +165,8 @@ class CoordEnv(VectorEnv):
         self.agents.eval()
         self.agents.reset(np.ones(self.num_envs, dtype=bool))
         self._episodes.reset()
+        self._played[:] = 0
+        self._active = None if self._limit is None else np.ones(self.num_envs, dtype=bool)
         self._observe(base_obs)
         return self._obs, info
 
@@ -146,6 +176,8 @@ class CoordEnv(VectorEnv):
         action = np.asarray(action, dtype=np.int64).reshape(self.num_envs)
         if ((action != NOVICE) & (action != EXPERT)).any():
             raise ValueError(f"CoordEnv actions must be 0 (NOVICE) or 1 (EXPERT), got {action}")
+        if self._active is not None:
+            action = np.where(self._active, action, NOVICE)  # idle rows: the novice's idle action
         base_action = self.agents.base_actions(self._observed, action, out=self._base_action)
 
         base_obs, base_reward, terminated, truncated, base_info = self.base_env.step(base_action)
@@ -165,6 +197,9 @@ class CoordEnv(VectorEnv):
             info["episode"] = finished
             info["_episode"] = done
             self.agents.reset(done)
+            if self._active is not None:
+                self._played += done
+                self._active = self._played < self._limit
         self._observe(base_obs)
         return self._obs, reward, terminated, truncated, info
 
@@ -173,8 +208,8 @@ class CoordEnv(VectorEnv):
 
     # -- internals ---------------------------------------------------------------------
     def _observe(self, base_obs: np.ndarray) -> None:
-        """One novice forward: the next observation and the novice's next action."""
-        self._observed = self.agents.observe(base_obs)
+        """One novice forward (active rows): the next observation and the novice's next action."""
+        self._observed = self.agents.observe(base_obs, self._active)
         self._obs = self._observed.obs
 
 
@@ -182,10 +217,13 @@ class GeneralCoordEnv(CoordEnv):
     """CoordEnv for agents with recurrent state.
 
     Both agents run on every row at every step so their states advance in step
-    with the episode; states are reset where an episode ends.
+    with the episode; states are reset where an episode ends.  Rows idled by
+    :meth:`~CoordEnv.limit_episodes` keep running them (row subsets of a recurrent state
+    are not taken), so an evaluation saves no forward here.
     """
 
     expert_every_row = True
+    recurrent_agents = True
 
 
 def _box(dim: int) -> gym.spaces.Box:

@@ -14,7 +14,9 @@ served episode follows exactly the rules an evaluated one does:
   switch is a change of acting agent between two steps of one episode, so the first step
   of an episode is never one (:func:`charge`, previous actor ``NO_ACTOR``);
 * per-episode sums: return, base return, length, expert steps, switches
-  (:class:`EpisodeSums`).
+  (:class:`EpisodeSums`);
+* idle rows (an evaluation's rows that have played their quota) cost no forward: the
+  agents skip them unless they are recurrent, and their base action is ``IDLE_ACTION``.
 
 Nothing of duo's is imported but :func:`~duo_cli.policies.base.sample_actions`: this
 module sits below the coordination env and the server.
@@ -34,6 +36,8 @@ NOVICE = 0
 EXPERT = 1
 #: the "previous actor" of a row whose episode has just started (no switch is possible)
 NO_ACTOR = -1
+#: the base action of an idle row (one the agents do not run on; see :meth:`AgentStep.observe`)
+IDLE_ACTION = 0
 
 
 def step_costs(base_penalty: float, alpha: float, beta: float,
@@ -139,36 +143,44 @@ class Observed:
     :param expert_action: the expert's sampled action per row when the expert ran on
         every row, else ``None``.
     :param obs_t: the base observations on the agents' device (for the expert's rows).
+    :param active: the rows in play (a boolean mask); ``None``: every row.  The idle rows
+        take :data:`IDLE_ACTION` and never query the expert; unless the agents are
+        recurrent they cost no forward and their features are zeros.
     """
 
     obs: dict[str, np.ndarray]
     novice_action: np.ndarray
     expert_action: np.ndarray | None
     obs_t: torch.Tensor
+    active: np.ndarray | None = None
 
 
 class AgentStep:
     """The agents' work in one coordination step.
 
     :param novice: an agent policy with ``forward(obs) -> ModelOutput`` (``logits``,
-        ``hidden``), ``reset(rows)`` and ``eval()``.
+        ``hidden``), ``reset(rows)`` and ``eval()``; its ``model``'s ``hidden_dim`` and
+        ``logit_dim`` are read when every row is idle.
     :param expert: the same, for the expert.
     :param temperature: sampling temperature of both agents (0 = greedy).
     :param open_expert: the expert's hidden features and logits are part of the
         coordinator's observation (the expert then runs on every row).
     :param device: where the agents compute.
-    :param expert_every_row: run the expert on every row even without ``open_expert``
-        (recurrent agents, whose state must advance at every step).
+    :param expert_every_row: run the expert on every row even without ``open_expert``.
+    :param recurrent: the agents keep per-row state: both run on every row at every step,
+        idle rows included, so each row's state advances with its episode (implies
+        ``expert_every_row``).
     """
 
     def __init__(self, novice: Any, expert: Any, temperature: float, open_expert: bool,
-                 device: Any, expert_every_row: bool = False) -> None:
+                 device: Any, expert_every_row: bool = False, recurrent: bool = False) -> None:
         self.novice = novice
         self.expert = expert
         self.temperature = float(temperature)
         self.open_expert = bool(open_expert)
         self.device = torch.device(device)
-        self.expert_every_row = bool(expert_every_row) or self.open_expert
+        self.recurrent = bool(recurrent)
+        self.expert_every_row = bool(expert_every_row) or self.open_expert or self.recurrent
 
     def eval(self) -> None:
         self.novice.eval()
@@ -180,36 +192,60 @@ class AgentStep:
         self.expert.reset(rows)
 
     @torch.no_grad()
-    def observe(self, base_obs: np.ndarray) -> Observed:
-        """One novice forward (and one expert forward on every row if needed), one transfer.
+    def observe(self, base_obs: np.ndarray, active: np.ndarray | None = None) -> Observed:
+        """One novice forward (and one expert forward if needed), one transfer each way.
 
-        The novice's action is sampled first, then the expert's, each once per row.
+        The novice's action is sampled first, then the expert's, each once per row.  With
+        ``active`` (a boolean mask) the other rows are idle: their novice action is
+        :data:`IDLE_ACTION`, and unless the agents are recurrent they get no forward (zero
+        features).
         """
         obs_t = torch.from_numpy(base_obs).to(self.device, non_blocking=True)
-        out = self.novice.forward(obs_t)
-        action = sample_actions(out.logits, self.temperature)
-        h, k = out.hidden.shape[1], out.logits.shape[1]
-        parts = [out.hidden.float(), out.logits.float(), action.unsqueeze(1).float()]
-        if self.expert_every_row:
-            eout = self.expert.forward(obs_t)
-            e_action = sample_actions(eout.logits, self.temperature)
-            parts += [eout.hidden.float(), eout.logits.float(), e_action.unsqueeze(1).float()]
-        packed = torch.cat(parts, dim=1).cpu().numpy()  # the one device->host transfer
-        obs = {
-            "base_obs": base_obs,
-            "novice_hidden": packed[:, :h],
-            "novice_logits": packed[:, h:h + k],
-        }
+        rows = None if active is None or self.recurrent or active.all() else np.flatnonzero(active)
+        x = obs_t
+        if rows is not None:
+            x = obs_t.index_select(0, torch.from_numpy(rows).to(self.device))
+        packed, (h, k, eh, ek) = self._forward(x)  # the one device->host transfer
+        if rows is not None:
+            full = np.zeros((len(base_obs), packed.shape[1]), dtype=np.float32)
+            full[rows] = packed
+            packed = full
+        obs = {"base_obs": base_obs, "novice_hidden": packed[:, :h],
+               "novice_logits": packed[:, h:h + k]}
         novice_action = packed[:, h + k].astype(np.int64)
         expert_action = None
         if self.expert_every_row:
             o = h + k + 1
-            eh, ek = eout.hidden.shape[1], eout.logits.shape[1]
             if self.open_expert:
                 obs["expert_hidden"] = packed[:, o:o + eh]
                 obs["expert_logits"] = packed[:, o + eh:o + eh + ek]
             expert_action = packed[:, o + eh + ek].astype(np.int64)
+        if active is not None and not active.all():
+            mask = np.asarray(active, dtype=bool).copy()
+            novice_action[~mask] = IDLE_ACTION
+            return Observed(obs, novice_action, expert_action, obs_t, mask)
         return Observed(obs, novice_action, expert_action, obs_t)
+
+    def _forward(self, x: torch.Tensor) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """The agents on the rows ``x`` (none: no forward), packed as one host array: the
+        novice's hidden features, logits and action, then the expert's when it runs on every
+        row; and the widths ``(h, k, eh, ek)`` of the features and logits."""
+        every = self.expert_every_row
+        if not len(x):  # every row idle: the widths the models declare
+            h, k = self.novice.model.hidden_dim, self.novice.model.logit_dim
+            eh, ek = (self.expert.model.hidden_dim, self.expert.model.logit_dim) if every else (0, 0)
+            return np.zeros((0, h + k + 1 + (eh + ek + 1) * every), np.float32), (h, k, eh, ek)
+        out = self.novice.forward(x)
+        parts = [out.hidden.float(), out.logits.float(),
+                 sample_actions(out.logits, self.temperature).unsqueeze(1).float()]
+        eh = ek = 0
+        if every:
+            eout = self.expert.forward(x)
+            e_action = sample_actions(eout.logits, self.temperature)
+            parts += [eout.hidden.float(), eout.logits.float(), e_action.unsqueeze(1).float()]
+            eh, ek = eout.hidden.shape[1], eout.logits.shape[1]
+        widths = (out.hidden.shape[1], out.logits.shape[1], eh, ek)
+        return torch.cat(parts, dim=1).cpu().numpy(), widths
 
     @torch.no_grad()
     def base_actions(self, observed: Observed, actor: np.ndarray,
@@ -218,7 +254,8 @@ class AgentStep:
 
         The expert runs (if it has not already on every row) only on the rows that chose
         it, minus the ``skip`` rows (a boolean mask: rows whose expert is someone else's;
-        they keep the novice's action).  ``out`` is an int64 buffer to fill.
+        they keep the novice's action) and the idle rows (``observed.active``: they keep
+        :data:`IDLE_ACTION`).  ``out`` is an int64 buffer to fill.
         """
         if out is None:
             out = np.empty(len(observed.novice_action), dtype=np.int64)
@@ -226,6 +263,8 @@ class AgentStep:
         rows = actor == EXPERT
         if skip is not None:
             rows &= ~skip
+        if observed.active is not None:
+            rows &= observed.active
         if rows.any():
             if observed.expert_action is not None:
                 out[rows] = observed.expert_action[rows]

@@ -4,6 +4,11 @@ Every evaluation resets the split's env with the same seed, so every policy
 meets the same levels in the same env slots (paired comparison).  Each env
 slot contributes a fixed quota of episodes, so short episodes are not
 over-represented, and no step cap is imposed beyond the game's own limit.
+
+A slot that has played its quota is idle until the slowest slot is done: the base env
+still steps it (vector envs step every row) with a fixed action, which changes no other
+slot's levels, but it costs no forward: the policy acts on the other rows only (unless it
+is stateful), and a CoordEnv runs its agents on them only (unless they are recurrent).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 import torch
 
 from duo_cli.evaluation.statistics import summarize_episodes
+from duo_cli.policies.base import act_rows
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +38,13 @@ class Evaluator:
         contributes ``ceil(num_episodes / num_envs)`` at most, earliest first.
     :param seed: reset seed: the same seed gives the same levels.
     :param temperature: sampling temperature passed to the policy.
+    :param skip_finished: idle the slots that have played their quota (no forward on them);
+        ``False`` keeps them acting as before (the benchmark's side-by-side only).
     """
 
     def __init__(
-        self, env: Any, num_episodes: int, seed: int, temperature: float = 1.0, split: str = ""
+        self, env: Any, num_episodes: int, seed: int, temperature: float = 1.0, split: str = "",
+        skip_finished: bool = True,
     ):
         if num_episodes < 1:
             raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -44,6 +53,7 @@ class Evaluator:
         self.seed = int(seed)
         self.temperature = float(temperature)
         self.split = split
+        self.skip_finished = bool(skip_finished)
 
     @torch.no_grad()
     def evaluate(self, policy: Any) -> dict[str, Any]:
@@ -54,8 +64,20 @@ class Evaluator:
 
     def _evaluate(self, policy: Any) -> dict[str, Any]:
         env = self.env
+        quota = math.ceil(self.num_episodes / env.num_envs)
+        # declared by the env (CoordEnv): it idles the rows that have played their quota
+        limits = self.skip_finished and bool(getattr(env, "limits_episodes", False))
+        if limits:
+            env.limit_episodes(quota)
+        try:
+            return self._run(policy, quota)
+        finally:
+            if limits:
+                env.limit_episodes(None)
+
+    def _run(self, policy: Any, quota: int) -> dict[str, Any]:
+        env = self.env
         n = env.num_envs
-        quota = math.ceil(self.num_episodes / n)
         # declared by the env (CoordEnv): it reports each ended episode's sums itself
         coordinating = bool(getattr(env, "reports_coordination", False))
 
@@ -63,14 +85,14 @@ class Evaluator:
         obs, _ = env.reset(seed=self.seed)
         policy.reset(np.ones(n, dtype=bool))
         counts = np.zeros(n, dtype=np.int64)
+        active = counts < quota
         ep_reward = np.zeros(n)
         ep_len = np.zeros(n, dtype=np.int64)
         records: list[tuple[int, int, float, float, int, int, int]] = []
         total_steps = 0
         temperature = self.temperature
-        while (counts < quota).any():
-            action = policy.act(obs, temperature)
-            a = action.cpu().numpy() if isinstance(action, torch.Tensor) else np.asarray(action)
+        while active.any():
+            a = act_rows(policy, obs, active if self.skip_finished else None, temperature)
             obs, reward, terminated, truncated, info = env.step(a)
             done = np.logical_or(terminated, truncated)
             total_steps += n
@@ -80,19 +102,18 @@ class Evaluator:
             if done.any():
                 if coordinating:
                     ep = info["episode"]
-                for i in np.flatnonzero(done):
-                    if counts[i] < quota:
-                        if coordinating:
-                            record = (float(ep["r"][i]), float(ep["base_r"][i]), int(ep["l"][i]),
-                                      int(ep["expert_steps"][i]), int(ep["switches"][i]))
-                        else:
-                            record = (float(ep_reward[i]), float(ep_reward[i]), int(ep_len[i]),
-                                      0, 0)
-                        records.append((int(counts[i]), int(i), *record))
-                        counts[i] += 1
+                for i in np.flatnonzero(done & active):
+                    if coordinating:
+                        record = (float(ep["r"][i]), float(ep["base_r"][i]), int(ep["l"][i]),
+                                  int(ep["expert_steps"][i]), int(ep["switches"][i]))
+                    else:
+                        record = (float(ep_reward[i]), float(ep_reward[i]), int(ep_len[i]), 0, 0)
+                    records.append((int(counts[i]), int(i), *record))
+                    counts[i] += 1
                 ep_reward[done] = 0.0
                 ep_len[done] = 0
                 policy.reset(done)
+                active = counts < quota
         return summarize_episodes(records, self.num_episodes, total_steps, coordinating)
 
 

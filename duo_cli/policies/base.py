@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,41 @@ class Policy:
     def eval(self) -> None:
         if self.model is not None:
             self.model.eval()
+
+
+def act_rows(policy: Any, obs: Any, rows: np.ndarray | None, temperature: float = 1.0,
+             idle_action: int = 0) -> np.ndarray:
+    """One int64 action per row from ``policy``: its own on ``rows`` (a boolean mask; ``None``:
+    every row), ``idle_action`` elsewhere.
+
+    A policy without per-episode state (``stateful`` false) acts on the ``rows`` alone:
+    ``obs`` (an array, a tensor, or a dict of them) is indexed, so the other rows cost no
+    forward.  A stateful policy acts on every row, so its state advances with each row's
+    episode.
+    """
+    if rows is None or rows.all() or getattr(policy, "stateful", False):
+        action = _host(policy.act(obs, temperature))
+        if rows is not None and not rows.all():
+            action = np.where(rows, action, idle_action)
+        return action
+    action = np.full(len(rows), idle_action, dtype=np.int64)
+    if rows.any():
+        action[rows] = _host(policy.act(take_rows(obs, rows), temperature))
+    return action
+
+
+def take_rows(obs: Any, rows: np.ndarray) -> Any:
+    """The ``rows`` (a boolean mask) of an observation: an array, a tensor or a dict of them."""
+    if isinstance(obs, Mapping):
+        return {key: take_rows(value, rows) for key, value in obs.items()}
+    if isinstance(obs, torch.Tensor):
+        return obs[torch.from_numpy(np.flatnonzero(rows)).to(obs.device)]
+    return obs[rows]
+
+
+def _host(action: Any) -> np.ndarray:
+    a = action.cpu().numpy() if isinstance(action, torch.Tensor) else np.asarray(action)
+    return a.astype(np.int64, copy=False)
 
 
 def sample_actions(logits: torch.Tensor, temperature: float) -> torch.Tensor:
