@@ -32,7 +32,7 @@ test-fast: install  ## skip tests marked slow
 demo: install  ## the MiniGrid suite (3 tasks x 4 methods x 6 alphas) on the shipped agents, with report.md
 	$(BIN)/duo sweep benchmark=minigrid env.task=DoorKey,LavaGap,DistShift \
 	  algorithm=random,logit,always_novice,always_expert \
-	  evaluation.num_episodes=64 evaluation.num_envs=32 env.num_envs=32 torch_threads=1 progress=false \
+	  evaluation.num_episodes=64 evaluation.num_envs=32 env.num_envs=32 progress=false \
 	  hydra/launcher=joblib hydra.launcher.n_jobs=2
 
 bench: install  ## speed benchmarks, one `name: value` line per figure
