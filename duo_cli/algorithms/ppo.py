@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from duo_cli.algorithms.base import Algorithm, AlgorithmResult, BestKeeper
-from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_tensor
+from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_device
 from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_policy
 from duo_cli.errors import ConfigError, first_line
 from duo_cli.rundir import RunContext
@@ -26,6 +26,9 @@ from duo_cli.settings import setting
 from duo_cli.tables import metrics_progress, print_eval_table
 
 logger = logging.getLogger(__name__)
+
+#: the loss statistics :meth:`PPO.update` returns (means over its gradient steps)
+STATS = ("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac")
 
 
 @dataclass(frozen=True)
@@ -87,106 +90,121 @@ class PPO(Algorithm):
     def collect_rollout(self, policy: Any, env: Any, rollout: Rollout, next_obs: Any,
                         next_done: torch.Tensor, scaler: RewardScaler | None):
         """Play ``num_steps`` steps into ``rollout``; returns the state after it and the
-        finished episodes' returns and lengths."""
+        finished episodes' returns and lengths.
+
+        Per step: one copy of the observation to the training device (stored there and
+        read by the policy's forward), one copy of the sampled actions back to the host,
+        one copy of the rewards and ends to the device.
+        """
+        device = rollout.device
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
         policy.eval()
+        obs_t = to_device(next_obs, device)
+        logprobs, values, actions = rollout.logprobs, rollout.values, rollout.actions
+        rewards, dones = rollout.rewards, rollout.dones
         for step in range(rollout.num_steps):
-            rollout.store_obs(step, next_obs)
-            rollout.dones[step] = next_done
+            rollout.store_obs(step, obs_t)
+            dones[step] = next_done
             with torch.no_grad():
-                out = policy.forward(to_tensor(next_obs))
+                out = policy.forward(obs_t)
                 logp_all = out.logits.float().log_softmax(-1)
                 action = torch.multinomial(logp_all.exp(), 1)
-                rollout.logprobs[step] = logp_all.gather(-1, action).squeeze(-1).cpu()
-                rollout.values[step] = out.value.cpu()
-            rollout.actions[step] = action.squeeze(-1).cpu()
-            next_obs, reward, terminated, truncated, info = env.step(rollout.actions[step].numpy())
+                logprobs[step] = logp_all.gather(-1, action).squeeze(-1)
+                values[step] = out.value.float()
+                actions[step] = action.squeeze(-1)
+            next_obs, reward, terminated, truncated, info = env.step(actions[step].cpu().numpy())
             done = np.logical_or(terminated, truncated)
             if scaler is not None:
                 reward = scaler(reward, done)
-            rollout.rewards[step] = torch.as_tensor(reward, dtype=torch.float32)
-            next_done = torch.as_tensor(done, dtype=torch.float32)
+            reward_done = torch.from_numpy(np.stack([reward, done]).astype(np.float32)).to(device)
+            rewards[step] = reward_done[0]
+            next_done = reward_done[1]
             policy.reset(done)
             if "_episode" in info:
                 mask = info["_episode"]
                 ep_returns.extend(info["episode"]["r"][mask].tolist())
                 ep_lengths.extend(info["episode"]["l"][mask].tolist())
+            obs_t = to_device(next_obs, device)
         return next_obs, next_done, ep_returns, ep_lengths
 
     def compute_advantages(self, policy: Any, rollout: Rollout, next_obs: Any,
                            next_done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE advantages and returns, bootstrapped from the value after the rollout."""
         with torch.no_grad():
-            next_value = policy.forward(to_tensor(next_obs)).value.cpu()
+            next_value = policy.forward(to_device(next_obs, rollout.device)).value.float()
         return compute_gae(rollout.rewards, rollout.values, rollout.dones, next_value,
                            next_done, self.hp.gamma, self.hp.gae_lambda)
 
     def update(self, policy: Any, optimizer: torch.optim.Optimizer, rollout: Rollout,
                advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-        """``update_epochs`` passes of clipped minibatch steps; the mean losses per step."""
+        """``update_epochs`` passes of clipped minibatch steps; the mean losses per step.
+
+        The loss statistics stay on the device and reach the host once, at the end (with
+        ``target_kl`` set, each minibatch's KL is read to decide whether to stop).
+        """
         hp = self.hp
         batch_size = rollout.num_steps * rollout.num_envs
         minibatch_size = batch_size // hp.num_minibatches
-        b_adv = advantages.reshape(-1)
-        stats = dict.fromkeys(("pg_loss", "v_loss", "entropy", "approx_kl", "clipfrac"), 0.0)
+        batch = {**rollout.flat(), "advantages": advantages.reshape(-1),
+                 "returns": returns.reshape(-1)}
+        stats = torch.zeros(len(STATS), device=rollout.device)
         n_updates = 0
         policy.train()
         for _epoch in range(hp.update_epochs):
-            perm = torch.randperm(batch_size)
+            perm = torch.randperm(batch_size).to(rollout.device)
             for start in range(0, batch_size, minibatch_size):
                 mb = perm[start:start + minibatch_size]
-                mb_adv = b_adv[mb]
+                mb_adv = batch["advantages"][mb]
                 if hp.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 optimizer.zero_grad(set_to_none=True)
-                mb_kl = self._minibatch_backward(policy, rollout, returns, mb, mb_adv, stats)
+                mb_kl = self._minibatch_backward(policy, rollout, batch, mb, mb_adv, stats)
                 nn.utils.clip_grad_norm_(policy.model.parameters(), hp.max_grad_norm)
                 optimizer.step()
                 n_updates += 1
-                if hp.target_kl is not None and mb_kl > hp.target_kl:
-                    return {k: v / max(n_updates, 1) for k, v in stats.items()}
-        return {k: v / max(n_updates, 1) for k, v in stats.items()}
+                if hp.target_kl is not None and float(mb_kl) > hp.target_kl:
+                    return _means(stats, n_updates)
+        return _means(stats, n_updates)
 
-    def _minibatch_backward(self, policy: Any, rollout: Rollout, returns: torch.Tensor,
+    def _minibatch_backward(self, policy: Any, rollout: Rollout, batch: dict[str, torch.Tensor],
                             mb: torch.Tensor, mb_adv: torch.Tensor,
-                            stats: dict[str, float]) -> float:
-        """Accumulate one minibatch's gradient in chunks of ``chunk_size``; its approx KL."""
+                            stats: torch.Tensor) -> torch.Tensor:
+        """Accumulate one minibatch's gradient in chunks of ``chunk_size``; its approx KL.
+
+        ``stats`` (``STATS``, on the device) gains the minibatch's weighted statistics.
+        """
         hp = self.hp
-        device = self.ctx.device
         chunk = min(hp.chunk_size or len(mb), len(mb))
-        b_logprobs, b_actions = rollout.logprobs.reshape(-1), rollout.actions.reshape(-1)
-        b_values, b_returns = rollout.values.reshape(-1), returns.reshape(-1)
         clip = hp.clip_coef
-        mb_kl = 0.0
+        mb_kl = torch.zeros((), device=stats.device)
         for c in range(0, len(mb), chunk):
             idx = mb[c:c + chunk]
             weight = len(idx) / len(mb)
+            old_logprob, old_value = batch["logprobs"][idx], batch["values"][idx]
+            ret = batch["returns"][idx]
             out = policy.forward(rollout.obs_rows(idx))
             logp_all = out.logits.float().log_softmax(-1)
-            new_logprob = logp_all.gather(-1, b_actions[idx].to(device)[:, None]).squeeze(-1).cpu()
-            entropy = -(logp_all.exp() * logp_all).sum(-1).mean().cpu()
-            new_value = out.value.cpu()
-            logratio = new_logprob - b_logprobs[idx]
+            new_logprob = logp_all.gather(-1, batch["actions"][idx][:, None]).squeeze(-1)
+            entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+            new_value = out.value.float()
+            logratio = new_logprob - old_logprob
             ratio = logratio.exp()
             adv = mb_adv[c:c + chunk]
             pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
             if hp.clip_vloss:
-                v_clipped = b_values[idx] + (new_value - b_values[idx]).clamp(-clip, clip)
-                v_loss = 0.5 * torch.max((new_value - b_returns[idx]) ** 2,
-                                         (v_clipped - b_returns[idx]) ** 2).mean()
+                v_clipped = old_value + (new_value - old_value).clamp(-clip, clip)
+                v_loss = 0.5 * torch.max((new_value - ret) ** 2, (v_clipped - ret) ** 2).mean()
             else:
-                v_loss = 0.5 * ((new_value - b_returns[idx]) ** 2).mean()
+                v_loss = 0.5 * ((new_value - ret) ** 2).mean()
             loss = pg_loss - hp.ent_coef * entropy + hp.vf_coef * v_loss
             (loss * weight).backward()
             with torch.no_grad():
-                kl = ((ratio - 1) - logratio).mean().item()
+                kl = ((ratio - 1) - logratio).mean()
+                clipfrac = ((ratio - 1.0).abs() > clip).float().mean()
+                # in STATS' order
+                stats += torch.stack([pg_loss, v_loss, entropy, kl, clipfrac]) * weight
                 mb_kl += kl * weight
-                stats["approx_kl"] += kl * weight
-                stats["clipfrac"] += ((ratio - 1.0).abs() > clip).float().mean().item() * weight
-                stats["pg_loss"] += pg_loss.item() * weight
-                stats["v_loss"] += v_loss.item() * weight
-                stats["entropy"] += entropy.item() * weight
         return mb_kl
 
     # -- the loop -----------------------------------------------------------------------
@@ -206,8 +224,8 @@ class PPO(Algorithm):
 
         next_obs, _ = env.reset(seed=ctx.seed + state["global_step"])
         policy.reset(np.ones(num_envs, dtype=bool))
-        rollout = Rollout(next_obs, hp.num_steps, num_envs)
-        next_done = torch.zeros(num_envs)
+        rollout = Rollout(next_obs, hp.num_steps, num_envs, ctx.device)
+        next_done = torch.zeros(num_envs, device=ctx.device)
         results: dict[str, Any] = {}
         with metrics_progress(ctx.console, hp.total_timesteps, enabled=ctx.progress) as progress:
             progress.advance_to(state["global_step"])
@@ -302,6 +320,11 @@ class PPO(Algorithm):
         ctx.trim_metrics(state["global_step"])  # rows logged after last.pt was saved
         ctx.console.print(f"resumed from {last_path} at step {state['global_step']:,} "
                           f"(iteration {state['iteration']})")
+
+
+def _means(stats: torch.Tensor, n_updates: int) -> dict[str, float]:
+    """``STATS`` summed over ``n_updates`` gradient steps -> their means (one host sync)."""
+    return dict(zip(STATS, (stats / max(n_updates, 1)).tolist(), strict=True))
 
 
 class AgentPPO(PPO):

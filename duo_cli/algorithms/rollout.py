@@ -71,11 +71,11 @@ class RewardScaler:
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
 
 
-def _alloc_obs(obs: Any, steps: int) -> Any:
+def _alloc_obs(obs: Any, steps: int, device: torch.device) -> Any:
     if isinstance(obs, Mapping):
-        return {k: _alloc_obs(v, steps) for k, v in obs.items()}
+        return {k: _alloc_obs(v, steps, device) for k, v in obs.items()}
     arr = torch.as_tensor(obs)
-    return torch.zeros((steps, *arr.shape), dtype=arr.dtype)
+    return torch.zeros((steps, *arr.shape), dtype=arr.dtype, device=device)
 
 
 def _store_obs(buf: Any, t: int, obs: Any) -> None:
@@ -83,13 +83,19 @@ def _store_obs(buf: Any, t: int, obs: Any) -> None:
         for k, v in buf.items():
             _store_obs(v, t, obs[k])
     else:
-        buf[t].copy_(torch.as_tensor(obs))
+        buf[t].copy_(obs)
+
+
+def to_device(obs: Any, device: torch.device) -> Any:
+    """``obs`` (an array or a dict of arrays) as tensors on ``device``: one copy per array."""
+    if isinstance(obs, Mapping):
+        return {k: to_device(v, device) for k, v in obs.items()}
+    return torch.as_tensor(obs).to(device, non_blocking=True)
 
 
 def to_tensor(obs: Any) -> Any:
-    if isinstance(obs, Mapping):
-        return {k: to_tensor(v) for k, v in obs.items()}
-    return torch.as_tensor(obs)
+    """``obs`` as CPU tensors (shared memory with numpy where possible)."""
+    return to_device(obs, torch.device("cpu"))
 
 
 def _flat_index(buf: Any, idx: torch.Tensor) -> Any:
@@ -100,24 +106,35 @@ def _flat_index(buf: Any, idx: torch.Tensor) -> Any:
 
 
 class Rollout:
-    """One rollout of ``num_steps`` steps of ``num_envs`` envs, allocated once.
+    """One rollout of ``num_steps`` steps of ``num_envs`` envs, allocated once on ``device``.
 
     ``obs`` mirrors the observation's structure (a tensor or a dict of tensors) with a
-    leading step axis; ``dones[t]`` marks that ``obs[t]`` starts a new episode.
+    leading step axis, in the observation's own dtype (frames stay uint8);
+    ``dones[t]`` marks that ``obs[t]`` starts a new episode.  Everything lives on the
+    training device, so the update never copies the rollout.
     """
 
-    def __init__(self, first_obs: Any, num_steps: int, num_envs: int):
+    def __init__(self, first_obs: Any, num_steps: int, num_envs: int,
+                 device: torch.device | str = "cpu"):
         self.num_steps, self.num_envs = num_steps, num_envs
-        self.obs = _alloc_obs(first_obs, num_steps)
-        self.actions = torch.zeros((num_steps, num_envs), dtype=torch.long)
-        self.logprobs = torch.zeros((num_steps, num_envs))
-        self.rewards = torch.zeros((num_steps, num_envs))
-        self.dones = torch.zeros((num_steps, num_envs))
-        self.values = torch.zeros((num_steps, num_envs))
+        self.device = torch.device(device)
+        shape = (num_steps, num_envs)
+        self.obs = _alloc_obs(first_obs, num_steps, self.device)
+        self.actions = torch.zeros(shape, dtype=torch.long, device=self.device)
+        self.logprobs = torch.zeros(shape, device=self.device)
+        self.rewards = torch.zeros(shape, device=self.device)
+        self.dones = torch.zeros(shape, device=self.device)
+        self.values = torch.zeros(shape, device=self.device)
 
     def store_obs(self, t: int, obs: Any) -> None:
+        """Copy ``obs`` (tensors, or arrays of the same structure) into step ``t``."""
         _store_obs(self.obs, t, obs)
 
     def obs_rows(self, idx: torch.Tensor) -> Any:
         """Observations of the flat sample indices ``idx`` (step-major)."""
         return _flat_index(self.obs, idx)
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        """The per-sample tensors as flat ``(num_steps * num_envs,)`` views."""
+        return {"actions": self.actions.reshape(-1), "logprobs": self.logprobs.reshape(-1),
+                "values": self.values.reshape(-1)}
