@@ -259,6 +259,9 @@ class JobSummary:
     :param results: one per alpha (exactly one for a single-alpha job).
     :param grid: an alpha-grid job (written with ``alphas`` and ``per_alpha``).
     :param beta: the job's beta (a single-alpha job: its result's).
+    :param test_single_layout: every test level is the same layout (declared by the env,
+        :func:`duo_cli.envs.single_layout`): the CIs then cover only the agents' own
+        randomness; ``None``: not recorded.
     :param extra: further job keys, written and read verbatim (``train``, ``checkpoint``,
         ``candidates``, ...).
     """
@@ -273,17 +276,19 @@ class JobSummary:
     bp: float | None = None
     selection_split: str | None = None
     wall_time_s: float | None = None
+    test_single_layout: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     #: the job keys this type reads (a single-alpha job also has :attr:`AlphaResult.KEYS`)
     KEYS = ("method", "task", "seed", "traits", "alphas", "beta", "bp", "selection_split",
-            "wall_time_s", "per_alpha")
+            "wall_time_s", "test_single_layout", "per_alpha")
 
     def to_json(self) -> dict[str, Any]:
         head = {"method": self.method, "task": self.task, "seed": self.seed,
                 "traits": self.traits.to_json()}
         job = _drop_none({"bp": self.bp, "selection_split": self.selection_split,
-                          "wall_time_s": self.wall_time_s})
+                          "wall_time_s": self.wall_time_s,
+                          "test_single_layout": self.test_single_layout})
         if self.grid:
             return {**head, "alphas": [r.alpha for r in self.results],
                     **_drop_none({"beta": self.beta}), **job,
@@ -305,6 +310,8 @@ class JobSummary:
                                "a method's traits: re-run the job)")
         traits = Traits.from_json(data["traits"])
         bp, wall = _optional_number(data, "bp"), _optional_number(data, "wall_time_s")
+        single = None if data.get("test_single_layout") is None else _flag(
+            data, "test_single_layout")
         split = data.get("selection_split")
         if split is not None and not isinstance(split, str):
             raise SummaryError(f"selection_split {split!r} is not a name")
@@ -328,7 +335,8 @@ class JobSummary:
             beta = results[0].beta
             keys = (*cls.KEYS, *AlphaResult.KEYS)
         extra = {k: v for k, v in data.items() if k not in keys}
-        return cls(method, task, int(seed), traits, results, grid, beta, bp, split, wall, extra)
+        return cls(method, task, int(seed), traits, results, grid, beta, bp, split, wall,
+                   single, extra)
 
 
 def read_summary(path: Path) -> JobSummary:

@@ -29,6 +29,7 @@ from duo_cli.coordination.alpha_grid import (
     run_learned_grid,
 )
 from duo_cli.coordination.problem import CoordProblem
+from duo_cli.envs import single_layout
 from duo_cli.evaluation.evaluator import close_evaluators
 from duo_cli.rundir import make_run_dir, owns_run_dir, write_json, write_text
 from duo_cli.summaries import AlphaResult, Choice, JobSummary, job_traits
@@ -64,6 +65,7 @@ def train_coord(cfg: DictConfig, console: Console, claim: Any = None) -> Path:
                              selection_split=selection, selected=best.selected,
                              validation={selection: best.result}, validators=validators)],
         bp=problem.bp, wall_time_s=time.time() - t0,
+        test_single_layout=single_layout(cfg.env, "test"),
         extra={"checkpoint": str(best.path), "eval_num_envs": eval_envs,
                "train": {k: v for k, v in trained.summary.items() if k != "candidates"}},
     )
@@ -148,7 +150,8 @@ def _train_coord_grid(problem: CoordProblem, console: Console, claim: Any = None
         method=problem.method, task=cfg.env.task, seed=int(cfg.seed),
         traits=job_traits(problem.algorithm_class, cfg), results=per_alpha, grid=True,
         beta=problem.beta, bp=problem.bp, selection_split=cfg.coordination.selection_split,
-        wall_time_s=time.time() - t0, extra=extra,
+        wall_time_s=time.time() - t0, test_single_layout=single_layout(cfg.env, "test"),
+        extra=extra,
     )
     print_grid(console, summary)
     write_json(run_dir / "summary.json", summary.to_json())

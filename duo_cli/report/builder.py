@@ -44,6 +44,14 @@ DEFINITIONS = {
                       "oracle-validator AUC); the oracle proposer (the skyline's PPO "
                       "coordinator chosen by val_sim) / the skyline. Paired bootstrap CIs, "
                       "the best method held fixed",
+    "bound_violations": "per task, where the skyline is not an upper bound: the best non-RL "
+                        "method's AUC / the skyline's AUC (skyline_ratios, under the YRC-0 "
+                        "and under the oracle validator) above 1 beyond its 95% CI (lower "
+                        "bound > 1), or above 1 without a CI (beyond_ci false); printed as a "
+                        "warning, never hidden",
+    "single_layout": "per task, as its jobs' env declared: every test level is the same "
+                     "layout (e.g. MiniGrid DistShift), so its CIs cover only the agents' own "
+                     "randomness (policy sampling, random actions), not a level distribution",
     "rule_winners": "per task among the non-RL methods (no trained coordinator): benchmark = "
                     "strictly the highest mean AUC (a tie at the top: none); paired = the "
                     "highest when the paired 95% CI of its AUC difference to the runner-up "
@@ -62,7 +70,8 @@ def build(points: Sequence[Point], n_boot: int = stats.N_BOOT,
     groups, notes = group_points(points)
     tasks = {}
     for name, g in groups.items():
-        t = {"task": g["task"], "beta": g["beta"], **task_summary(g["curves"], n_boot, seed)}
+        t = {"task": g["task"], "beta": g["beta"], "single_layout": g["single_layout"],
+             **task_summary(g["curves"], n_boot, seed)}
         aucs = {m: v["auc"] for m, v in t["methods"].items()}
         extra = yrc_task(g["curves"], g["validators"], aucs, t["skyline"], n_boot, seed)
         for m, v in extra.pop("validators").items():

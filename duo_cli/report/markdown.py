@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from duo_cli.report.tables import ci, num
+from duo_cli.report.tables import bound_warning, ci, num, single_layout_note, warnings
 from duo_cli.summaries import SKYLINE
 
 
@@ -26,7 +26,10 @@ def _kind(v: Mapping[str, Any]) -> str:
 def _task(name: str, r: Mapping[str, Any], plot: str | None) -> list[str]:
     ranked = sorted(r["methods"].items(), key=lambda kv: -kv[1]["auc"])
     alphas = r["alphas"]
-    out = [f"## {name}", ""]
+    out = [f"## {name}", "", *_warnings([bound_warning(name, v)
+                                         for v in r.get("bound_violations") or []])]
+    if r.get("single_layout"):
+        out += [f"> {single_layout_note(name)}", ""]
     rows = []
     for m, v in ranked:
         by = {p["alpha"]: p for p in v["points"]}
@@ -71,6 +74,12 @@ def _task(name: str, r: Mapping[str, Any], plot: str | None) -> list[str]:
     return out
 
 
+def _warnings(lines: Sequence[str]) -> list[str]:
+    """Warnings as a quoted block, each line bold, so none can be overlooked."""
+    out = [q for line in lines for q in (f"> **{line}**", ">")]
+    return [*out[:-1], ""] if out else []
+
+
 def _validators(ranked: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     rows = []
     for m, v in ranked:
@@ -104,13 +113,18 @@ def _skyline_ratios(summary: Mapping[str, Any], plot: str | None) -> list[str]:
             for t, r in summary["tasks"].items() if r.get("skyline_ratios")]
     if not rows:
         return []
+    single = [t for t, r in summary["tasks"].items() if r.get("single_layout")]
+    unbound = [t for t, r in summary["tasks"].items() if r.get("bound_violations")]
     out = ["## Ratio to the skyline", "",
+           *([f"**The skyline is not an upper bound on {', '.join(unbound)}** (the warnings "
+              "at the top).", ""] if unbound else []),
            "Best non-RL method's AUC / the skyline's AUC with each method chosen by the "
            "simulated validator (YRC-0) and by the oracle validator, and the oracle proposer "
            "(the skyline's coordinator chosen by the simulated validator) / the skyline; "
            "paired 95% CIs:", "",
            *_table(["task", "skyline (AUC)", "YRC-0 [95% CI] (method)",
                     "oracle validator [95% CI] (method)", "oracle proposer [95% CI]"], rows)]
+    out += [f"- {single_layout_note(t)}" for t in single] + ([""] if single else [])
     if plot:
         out += [f"![ratios to the skyline]({plot})", ""]
     return out
@@ -146,7 +160,8 @@ def write_report(path: Path, summary: Mapping[str, Any], plots: Mapping[str, str
     """Write ``report.md`` atomically; ``plots`` maps a task (or ``"summary"``) to its PNG."""
     jobs = summary["jobs"]
     lines = ["# duo sweep report", "", f"Sweep dir: `{summary['sweep_dir']}`. Jobs: "
-             + ", ".join(f"{n} {k}" for k, n in jobs.items()) + ".", "", "## Definitions", ""]
+             + ", ".join(f"{n} {k}" for k, n in jobs.items()) + ".", "",
+             *_warnings(warnings(summary)), "## Definitions", ""]
     lines += [f"- **{k}**: {v}" for k, v in summary["definitions"].items()] + [""]
     for name, r in summary["tasks"].items():
         lines += _task(name, r, plots.get(name))

@@ -6,7 +6,8 @@ from separate jobs.  An entry may carry ``validators``, the test result of each
 validator's choice (YRC-0 and the oracle); ``test`` stays "the" result (the entry's own
 ``selection_split`` choice).  A validator without a result falls back to ``test``
 (recorded in :attr:`Point.fallback`).  What the method is (learned, the skyline) comes
-from the summary's declared ``traits``, never from its name.  A summary with a missing
+from the summary's declared ``traits``, never from its name; whether the task's test levels
+are one layout from its declared ``test_single_layout``.  A summary with a missing
 key or a non-numeric value is refused with a one-line :class:`SummaryError` naming the
 key; it is never guessed.
 """
@@ -38,6 +39,8 @@ class Point:
     validators: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: the validators that fell back to ``test``
     fallback: frozenset[str] = frozenset()
+    #: every test level is the same layout, as the job's env declared (``None``: not recorded)
+    single_layout: bool | None = None
 
     @property
     def learned(self) -> bool:
@@ -65,7 +68,7 @@ def _validators(r: AlphaResult) -> tuple[dict[str, Mapping[str, Any]], frozenset
 def job_points(job: JobSummary) -> list[Point]:
     """The points of one parsed job summary."""
     return [Point(job.task, job.method, r.alpha, r.beta, job.seed, r.test, job.traits,
-                  *_validators(r)) for r in job.results]
+                  *_validators(r), single_layout=job.test_single_layout) for r in job.results]
 
 
 def read_points(summary: Any) -> list[Point]:

@@ -223,12 +223,22 @@ def _add(curves: dict[str, Curve], p: Point, test: Mapping[str, Any]) -> bool:
     return True
 
 
+def single_layout(name: str, declared: set[bool], notes: list[str]) -> bool | None:
+    """Whether a task's test levels are one layout, as its jobs declared (``None``: none
+    did); jobs that disagree count as one layout (the weaker claim) and add a note."""
+    if len(declared) > 1:
+        notes.append(f"{name}: its jobs disagree on whether the test levels are one layout; "
+                     "reported as one layout")
+    return True if True in declared else False if declared else None
+
+
 def group_points(points: Sequence[Point]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Group by task (and beta, when betas vary) and method.
 
     :returns: ``({group: {"task", "beta", "curves": {method: Curve}, "validators":
-        {validator: {method: Curve}}}}, notes)``: ``curves`` hold "the" results,
-        ``validators`` the test results of each validator's choice.
+        {validator: {method: Curve}}, "single_layout"}}, notes)``: ``curves`` hold "the"
+        results, ``validators`` the test results of each validator's choice,
+        ``single_layout`` whether the test levels are one layout (:func:`single_layout`).
     """
     betas = {p.beta for p in points}
     groups: dict[str, dict[str, Any]] = {}
@@ -236,7 +246,10 @@ def group_points(points: Sequence[Point]) -> tuple[dict[str, dict[str, Any]], li
     for p in points:
         name = p.task if len(betas) <= 1 else f"{p.task} beta={p.beta:g}"
         g = groups.setdefault(name, {"task": p.task, "beta": p.beta, "curves": {},
-                                     "validators": {v: {} for v in VALIDATORS}})
+                                     "validators": {v: {} for v in VALIDATORS},
+                                     "layouts": set()})
+        if p.single_layout is not None:
+            g["layouts"].add(p.single_layout)
         if not _add(g["curves"], p, p.test):
             notes.append(f"{name}/{p.method}: alpha {p.alpha:g} seed {p.seed} appears twice; "
                          "the first result is used")
@@ -245,7 +258,8 @@ def group_points(points: Sequence[Point]) -> tuple[dict[str, dict[str, Any]], li
             _add(g["validators"][v], p, p.validators.get(v, p.test))
             if v in p.fallback or v not in p.validators:
                 g["validators"][v][p.method].fallback = True
-    for g in groups.values():
+    for name, g in groups.items():
+        g["single_layout"] = single_layout(name, g.pop("layouts"), notes)
         for c in [*g["curves"].values(), *(c for vc in g["validators"].values()
                                            for c in vc.values())]:
             c.finish()

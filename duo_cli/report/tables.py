@@ -37,6 +37,27 @@ def half(lo_hi: Sequence[float] | None) -> str:
     return "" if not lo_hi else f"±{num((lo_hi[1] - lo_hi[0]) / 2)}"
 
 
+def bound_warning(task: str, v: Mapping[str, Any]) -> str:
+    """The sentence of one bound violation (:func:`duo_cli.report.yrc.bound_violations`)."""
+    how = ("beyond its 95% CI" if v["beyond_ci"]
+           else "with no CI to check it (per-episode rewards missing)")
+    return (f"WARNING: the skyline is not an upper bound on {task}: {v['method']}'s AUC / "
+            f"the skyline's ({v['skyline']}) = {num(v['ratio'])} {ci(v['ratio_ci95'])} "
+            f"under the {v['validator_name']} ({v['validator']}): above 1 {how}.")
+
+
+def single_layout_note(task: str) -> str:
+    """The caveat of a task whose test levels are one layout, as its env declared."""
+    return (f"Note: {task}'s test levels are a single layout (every seed is the same grid): "
+            "its CIs cover only the agents' own randomness, not a level distribution.")
+
+
+def warnings(summary: Mapping[str, Any]) -> list[str]:
+    """Every bound violation of the sweep, one sentence each."""
+    return [bound_warning(t, v) for t, r in summary["tasks"].items()
+            for v in r.get("bound_violations") or []]
+
+
 class _Titled(Table):
     """A table whose title and caption are printed as plain paragraphs around it (so
     they wrap at the console width, not at the table's)."""
@@ -109,6 +130,10 @@ def print_task(console: Console, name: str, result: Mapping[str, Any]) -> None:
         table.add_row(*row)
     _print(console, table)
     _comparisons(console, name, result)
+    if result.get("single_layout"):
+        console.print(single_layout_note(name), style="yellow", highlight=False,
+                      overflow="fold")
+        console.print()
 
 
 def _comparisons(console: Console, name: str, result: Mapping[str, Any]) -> None:
@@ -203,8 +228,13 @@ def print_summary(console: Console, summary: Mapping[str, Any], label=" ".join) 
     if summary["tasks"]:
         print_aggregate(console, summary)
         print_skyline_ratios(console, summary)
+        for line in warnings(summary):
+            console.print(line, style="bold red", highlight=False, overflow="fold")
     print_failed(console, summary["failed_jobs"], label)
     jobs = summary["jobs"]
     bad = {k: jobs[k] for k in ("failed", "invalid", "incomplete") if jobs.get(k)}
+    n_warn = len(warnings(summary))
     console.print(f"{jobs['ok']}/{jobs['total']} job(s) finished"
-                  + "".join(f", {n} {k}" for k, n in bad.items()))
+                  + "".join(f", {n} {k}" for k, n in bad.items())
+                  + (f"; {n_warn} WARNING(s): the skyline is not an upper bound (above)"
+                     if n_warn else ""))

@@ -1,6 +1,7 @@
 """The benchmark's own figures, per task: each method's AUC under both validators and the
 validator gap, the three ratios of the best non-RL method (or the oracle proposer) to
-the skyline, and the winner under the benchmark's rule and under ours.
+the skyline (and where the skyline fails to bound the best non-RL method), and the winner
+under the benchmark's rule and under ours.
 
 Every quantity is paired: the validators' choices, the methods and the skyline play the
 same test levels, so each CI resamples the same level indices for all its terms (see
@@ -30,16 +31,20 @@ def curve_auc(c: Curve, n_boot: int, seed: int) -> dict[str, Any]:
     """AUC and the benchmark's area with paired CIs (NaN / None without per-episode data)."""
     lv = c.level_auc()
     rng = stats.alpha_range(c.alphas) if c.alphas else 0.0
-    if lv is None:
-        means = [_mean_reward(c.by_alpha[a]) for a in c.alphas]
-        value = stats.auc(c.alphas, means) if c.alphas else math.nan
-        ci = None
-    else:
-        value = float(lv.mean())
-        ci = _ci(stats.bootstrap_ci([lv], n_boot=n_boot, seed=seed))
+    value = point_auc(c)
+    ci = None if lv is None else _ci(stats.bootstrap_ci([lv], n_boot=n_boot, seed=seed))
     return {"auc": value, "auc_ci95": ci, "auc_area": value * rng,
             "auc_area_ci95": None if ci is None else [v * rng for v in ci],
             "paired": lv is not None, "fallback": c.fallback}
+
+
+def point_auc(c: Curve) -> float:
+    """The curve's AUC: the mean per-level AUC, or from the mean rewards without them."""
+    lv = c.level_auc()
+    if lv is not None:
+        return float(lv.mean())
+    means = [_mean_reward(c.by_alpha[a]) for a in c.alphas]
+    return stats.auc(c.alphas, means) if c.alphas else math.nan
 
 
 def _mean_reward(runs: Mapping[int, Mapping[str, Any]]) -> float:
@@ -80,7 +85,7 @@ def skyline_ratios(curves: Mapping[str, Curve], by_validator: Mapping[str, Mappi
     if sky is None:
         return None
     sky_curve = curves[sky]
-    sky_auc = float(sky_curve.level_auc().mean()) if sky_curve.levels is not None else math.nan
+    sky_auc = point_auc(sky_curve)
     out: dict[str, Any] = {"skyline": sky, "skyline_auc": sky_auc}
     for name in ("val_sim", "val_true"):
         aucs = {m: validators[m][name]["auc"] for m in non_rl if name in validators[m]}
@@ -105,6 +110,29 @@ def _ratio(c: Curve | None, name: str | None, auc: float | None, sky: Curve, sky
     value, ci = skyline_ratio(c, sky, auc, sky_auc, n_boot, seed)
     return {"method": name, "auc": auc, "ratio": value, "ratio_ci95": ci,
             "fallback": c.fallback}
+
+
+#: the validators under which the skyline must bound the best non-RL method, and their names
+BOUND_VALIDATORS = {"val_sim": "YRC-0 (simulated) validator", "val_true": "oracle validator"}
+
+
+def bound_violations(ratios: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Where the skyline is not an upper bound: per validator of :data:`BOUND_VALIDATORS`
+    whose ratio best non-RL AUC / skyline AUC exceeds 1 beyond its 95% CI (the CI's lower
+    bound > 1; ``beyond_ci``), or exceeds 1 with no CI to check it against (``beyond_ci``
+    false: per-episode rewards missing).  The one rule the report and the console use."""
+    out = []
+    for key, validator in BOUND_VALIDATORS.items():
+        r = (ratios or {}).get(key) or {}
+        value, ci = r.get("ratio"), r.get("ratio_ci95")
+        if value is None or not math.isfinite(value):
+            continue
+        beyond = ci is not None and ci[0] > 1
+        if beyond or (ci is None and value > 1):
+            out.append({"validator": key, "validator_name": validator, "method": r["method"],
+                        "skyline": ratios["skyline"], "ratio": value, "ratio_ci95": ci,
+                        "beyond_ci": beyond})
+    return out
 
 
 def rule_winners(curves: Mapping[str, Curve], aucs: Mapping[str, float], non_rl: list[str],
@@ -139,13 +167,15 @@ def rule_winners(curves: Mapping[str, Curve], aucs: Mapping[str, float], non_rl:
 def yrc_task(curves: Mapping[str, Curve], by_validator: Mapping[str, Mapping[str, Curve]],
              aucs: Mapping[str, float], sky: str | None, n_boot: int,
              seed: int) -> dict[str, Any]:
-    """``validators`` (per method), ``skyline_ratios`` and ``rule_winners`` of one task."""
+    """``validators`` (per method), ``skyline_ratios``, ``bound_violations`` and
+    ``rule_winners`` of one task."""
     non_rl = [m for m, c in curves.items() if not c.learned and not c.skyline]
     validators = validator_summaries(by_validator, n_boot, seed)
+    ratios = skyline_ratios(curves, by_validator, validators, sky, non_rl, n_boot, seed)
     return {
         "validators": validators,
-        "skyline_ratios": skyline_ratios(curves, by_validator, validators, sky, non_rl,
-                                         n_boot, seed),
+        "skyline_ratios": ratios,
+        "bound_violations": bound_violations(ratios),
         "rule_winners": rule_winners(curves, aucs, non_rl, n_boot, seed),
     }
 
