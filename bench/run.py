@@ -158,12 +158,21 @@ def bench_sweep() -> None:
         subprocess.run([sys.executable, str(script)], check=False)
 
 
+def bench_coord_ppo() -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "coord_ppo.py")], check=False)
+
+
+def bench_eval_speed() -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "eval_speed.py")], check=False)
+
+
 def bench_serve() -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "serve.py")], check=False)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    which = sys.argv[1:] or ["coord_env", "ppo", "eval", "minigrid", "alpha_grid", "sweep", "serve"]
+    which = sys.argv[1:] or ["coord_env", "coord_ppo", "ppo", "eval", "eval_speed", "minigrid",
+                             "alpha_grid", "sweep", "serve"]
     for name in which:
         globals()[f"bench_{name}"]()

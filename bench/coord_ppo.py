@@ -1,0 +1,190 @@
+"""Coordinator PPO against its compute limit, and against the loop before issue 22.
+
+The job is the suite's skyline: MiniGrid LavaGap, features obs + novice_hidden +
+novice_dist, the shipped agents, the suite's env count, one torch thread (what each of
+the suite's two jobs gets on two cores).
+
+* ``coord_ppo_sps``: env steps per second of ``PPO.train`` (median over iterations, the
+  first one warming up);
+* ``coord_ppo_limit_sps``: the same work as isolated parts, timed in the same run: base
+  env steps, the novice forward on every row, the coordinator's forward (and sampling) on
+  every row, the expert forward on the rows it chose, and the coordinator's
+  forward+backward+Adam step over every chunk of every epoch of the update;
+* ``coord_ppo_ratio_to_limit`` (target >= 0.85);
+* ``coord_ppo_baseline_sps`` and ``coord_ppo_speedup``: the same job on the tree of
+  commit ``BASELINE`` (the loop before the change), run side by side, blocks interleaved.
+
+``python bench/coord_ppo.py --train ROOT`` runs one training measurement on the duo tree
+at ``ROOT`` and prints its steps/s (used for both sides).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: the commit whose PPO loop the speed-up is measured against (before issue 22)
+BASELINE = "0d26e0e"
+#: the suite's skyline job on one task and alpha
+JOB = ["benchmark=yrc_minigrid", "env.task=LavaGap", "algorithm=skyline_obs_hidden_dist",
+       "coordination.expert_query_cost_weight=0.4"]
+ITERATIONS = 3
+
+
+def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
+    print(f"{name}: {fmt.format(value)}", flush=True)
+
+
+def _setup(root: Path):
+    """The composed job, its problem, train CoordEnv and coordinator, on the tree ``root``."""
+    sys.path.insert(0, str(root))
+    import torch
+
+    from duo_cli.config import compose
+    from duo_cli.coordination.problem import CoordProblem
+
+    torch.set_num_threads(1)
+    cfg = compose(JOB)
+    problem = CoordProblem(cfg, torch.device("cpu"))
+    env = problem.env("train")
+    return cfg, problem, env, problem.policy(env)
+
+
+def train_sps(root: Path) -> float:
+    """``PPO.train`` for ``ITERATIONS`` + 1 iterations: median steps/s after the first."""
+    from rich.console import Console
+
+    cfg, problem, env, policy = _setup(root)
+    from duo_cli.rundir import RunContext
+
+    algo_cfg = dict(cfg.algorithm)
+    batch = env.num_envs * int(algo_cfg["num_steps"])
+    algo_cfg.update(total_timesteps=batch * (ITERATIONS + 1), save_every=10**6, eval_every=0)
+    with tempfile.TemporaryDirectory() as d:
+        ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
+        problem.algorithm_class(algo_cfg, ctx).train(policy, env, {})
+        rows = [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
+    env.close()
+    sps = sorted(r["sps"] for r in rows[1:])
+    return sps[len(sps) // 2]
+
+
+def limit_sps() -> float:
+    """The job's work as isolated parts (see the module docstring): steps per second."""
+    import numpy as np
+    import torch
+
+    cfg, problem, env, policy = _setup(ROOT)
+    novice, expert = problem.agents["novice"], problem.agents["expert"]
+    n, steps = env.num_envs, int(cfg.algorithm.num_steps)
+    base = env.base_env
+    rng = np.random.default_rng(0)
+    frames = []
+    base.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        frames.append(base.step(rng.integers(0, 3, n))[0])
+    t_env = time.perf_counter() - t0
+    obs, feats, chose = [], [], []
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        for f in frames:
+            out = novice.forward(torch.from_numpy(f))
+            feats.append((out.hidden.float(), out.logits.float()))
+        t_novice = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for f, (h, lg) in zip(frames, feats, strict=True):
+            o = {"base_obs": torch.from_numpy(f), "novice_hidden": h, "novice_logits": lg}
+            logits = policy.forward(o).logits.float()
+            chose.append(torch.multinomial(logits.softmax(-1), 1).squeeze(-1).bool())
+            obs.append(o)
+        t_coord = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for f, rows in zip(frames, chose, strict=True):
+            if rows.any():
+                expert.forward(torch.from_numpy(f)[rows])
+        t_expert = time.perf_counter() - t0
+    t_update = _update_time(policy, obs, cfg.algorithm)
+    env.close()
+    total = t_env + t_novice + t_coord + t_expert + t_update
+    for name, t in (("env", t_env), ("novice", t_novice), ("coordinator", t_coord),
+                    ("expert", t_expert), ("update", t_update)):
+        print(f"# limit part {name}: {t / total:.0%}", file=sys.stderr)
+    return n * steps / total
+
+
+def _update_time(policy, obs: list, hp) -> float:
+    """The update's forward+backward+step over every chunk of every epoch (a stand-in loss)."""
+    import torch
+
+    batch = {k: torch.cat([o[k] for o in obs]) for k in obs[0]}
+    size = len(batch["base_obs"])
+    minibatch = size // int(hp.num_minibatches)
+    chunk = min(int(hp.chunk_size or minibatch), minibatch)
+    model = policy.model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, eps=1e-5)
+    t0 = time.perf_counter()
+    for _ in range(int(hp.update_epochs)):
+        perm = torch.randperm(size)
+        for start in range(0, size, minibatch):
+            mb = perm[start:start + minibatch]
+            optimizer.zero_grad(set_to_none=True)
+            for c in range(0, len(mb), chunk):
+                idx = mb[c:c + chunk]
+                out = model({k: v.index_select(0, idx) for k, v in batch.items()})
+                loss = out.logits.float().log_softmax(-1)[:, 0].mean() + out.value.pow(2).mean()
+                loss.backward()
+            optimizer.step()
+    return time.perf_counter() - t0
+
+
+def _baseline_tree(tmp: Path) -> Path | None:
+    """The tree of ``BASELINE`` (``git archive``), with this tree's shipped checkpoints."""
+    tree = tmp / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BASELINE], capture_output=True)
+    if archive.returncode != 0:
+        print(f"# no baseline: git archive {BASELINE} failed", file=sys.stderr)
+        return None
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    if not (tree / "checkpoints").exists():
+        os.symlink(ROOT / "checkpoints", tree / "checkpoints")
+    return tree
+
+
+def _train_sps_subprocess(root: Path) -> float:
+    out = subprocess.run([sys.executable, __file__, "--train", str(root)], capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(blocks: int = 2) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = _baseline_tree(Path(tmp))
+        new, old, limit = [], [], []
+        for _ in range(blocks):
+            new.append(_train_sps_subprocess(ROOT))
+            if baseline is not None:
+                old.append(_train_sps_subprocess(baseline))
+            limit.append(limit_sps())
+    # best of the blocks on each side: the least disturbed by other work on the machine
+    emit("coord_ppo_sps", max(new), "{:.0f}")
+    emit("coord_ppo_limit_sps", max(limit), "{:.0f}")
+    emit("coord_ppo_ratio_to_limit", max(new) / max(limit))
+    if old:
+        emit("coord_ppo_baseline_sps", max(old), "{:.0f}")
+        emit("coord_ppo_speedup", max(new) / max(old))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--train"]:
+        print(train_sps(Path(sys.argv[2])))
+    else:
+        main()
