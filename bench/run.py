@@ -140,7 +140,7 @@ def bench_eval() -> None:
     t = time.perf_counter()
     res = Evaluator(env, 128, seed=303).evaluate(AlwaysExpert())
     dt = time.perf_counter() - t
-    emit("eval_episodes_per_s", res["episodes"] / dt)
+    emit("eval_coinrun_episodes_per_s", res["episodes"] / dt)
     env.close()
 
 
