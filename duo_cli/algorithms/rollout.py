@@ -83,7 +83,7 @@ def _store_obs(buf: Any, t: int, obs: Any) -> None:
         for k, v in buf.items():
             _store_obs(v, t, obs[k])
     else:
-        buf[t].copy_(obs)
+        buf[t].copy_(torch.as_tensor(obs))
 
 
 def to_device(obs: Any, device: torch.device) -> Any:
