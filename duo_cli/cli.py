@@ -89,14 +89,23 @@ def train(
 def eval_(
     checkpoint: Annotated[str, typer.Argument(help="an agent or coordinator checkpoint (.pt)")],
     overrides: Overrides = None,
+    from_log: Annotated[
+        str | None, typer.Option("--from-log", help="estimate the coordinator's return from "
+                                 "the episodes a duo serve RUN_DIR logged (off-policy)")
+    ] = None,
 ) -> None:
     """Evaluate a saved agent or coordinator on the splits and print the table."""
     cfg = _compose(overrides)
-    from duo_cli.commands.evaluate import evaluate_checkpoint
+    if from_log:
+        from duo_cli.serve.offpolicy import evaluate_from_log as fn
 
+        args = (cfg, checkpoint, from_log)
+    else:
+        from duo_cli.commands.evaluate import evaluate_checkpoint as fn
+
+        args = (cfg, checkpoint)
     console = _console()
-    run_dir = _run(evaluate_checkpoint, cfg, checkpoint, console, overrides,
-                   interrupt_hint="nothing was written")
+    run_dir = _run(fn, *args, console, overrides, interrupt_hint="nothing was written")
     console.print(f"run dir: {run_dir}", soft_wrap=True)
 
 
@@ -107,20 +116,16 @@ def serve(
     ] = None,
     overrides: Overrides = None,
     summarize: Annotated[
-        str | None, typer.Option("--summarize", help="print the table of a served episode log")
+        str | None, typer.Option("--summarize", help="print the tables of a served RUN_DIR "
+                                 "(per status; learning curve per model version, also as a PNG)")
     ] = None,
 ) -> None:
     """Serve a coordinator over HTTP to an application that owns the env loop."""
     console = _console()
     if summarize:
-        from duo_cli.serve.store import read_episodes, summarize_log
-        from duo_cli.tables import print_eval_table
+        from duo_cli.serve.curve import summarize_run
 
-        try:
-            records = read_episodes(summarize)
-        except (OSError, ValueError) as exc:
-            _fail(f"cannot read episode log {summarize}: {exc}")
-        print_eval_table(console, summarize_log(records), title=f"served episodes: {summarize}")
+        _run(summarize_run, summarize, console)
         return
     if checkpoint is None:
         _fail("missing CHECKPOINT: duo serve CHECKPOINT [serve.port=PORT] [overrides]")
