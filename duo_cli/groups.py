@@ -30,6 +30,11 @@ class ServeSettings:
     temperature: float | None = setting(low=0, doc="coordinator sampling temperature")
     forward_thread: bool = setting(doc="run forwards in a worker thread")
     bf16: bool | None = setting(doc="agents' bf16 autocast (null = as trained)")
+    learn: bool = setting(doc="train the PPO coordinator from the served episodes")
+    learn_steps: int | None = setting(low=1, doc="complete served steps per PPO update "
+                                                 "(null = algorithm.num_steps * env.num_envs)")
+    max_policy_lag: int = setting(low=0, doc="drop steps chosen by weights more than this "
+                                             "many updates old")
 
     @property
     def external_expert(self) -> bool:

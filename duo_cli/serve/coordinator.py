@@ -47,6 +47,13 @@ class Decision:
     novice_action: int
     p_expert: float
     version: str
+    #: with ``serve.learn=true``: the behaviour log-probability of the choice, the value and
+    #: the coordinator's observation row (what the learner keeps)
+    logprob: float | None = None
+    value: float | None = None
+    #: updates applied to the weights that chose (``model_updates`` of the answer)
+    updates: int = 0
+    coord_obs: dict[str, np.ndarray] | None = None
 
 
 class ServedCoordinator:
@@ -88,12 +95,32 @@ class ServedCoordinator:
         self.stateful = bool(policy.stateful)
         self.method = str(ckpt.metadata.method or cfg.algorithm.name)
         self.path = path
-        self.version = _file_digest(path)
+        #: the weights' version: the checkpoint's digest, ``+N`` after N updates (learning)
+        self.base_version = self.version = _file_digest(path)
+        #: with ``serve.learn=true``: samples the choices and learns (see :meth:`learn_with`)
+        self.learner: Any = None
         #: draws the choices of stateless coordinators from their p(expert)
         self.rng = np.random.default_rng(int(cfg.seed))
         #: the agents' per-step work (stateless: shared by every decide call)
         self.agents = AgentStep(self.novice, self.expert, self.agent_temperature,
                                 self.open_expert, self.device)
+
+    def learn_with(self, learner: Any, base_version: str | None = None) -> None:
+        """Sample the choices with ``learner`` and report its weights' version from now on."""
+        self.learner = learner
+        if base_version is not None:
+            self.base_version = base_version
+        self.updated()
+
+    def updated(self) -> None:
+        """The learner's weights changed: the version names them."""
+        n = self.learner.version
+        self.version = self.base_version if n == 0 else f"{self.base_version}+{n}"
+
+    @property
+    def updates(self) -> int:
+        """Updates applied to the served weights (0 without learning)."""
+        return 0 if self.learner is None else int(self.learner.version)
 
     def episode_policy(self) -> Any | None:
         """The per-episode copy of a stateful coordinator (``None``: the shared one serves)."""
@@ -114,14 +141,23 @@ class ServedCoordinator:
         """
         agents = self.agents
         observed = agents.observe(np.stack(obs))
-        actor, p_expert = self._choose(observed.obs, policies)
+        if self.learner is None:
+            actor, p_expert = self._choose(observed.obs, policies)
+        else:  # PPO's sampling: the choice, its log-probability and the value, one forward
+            actor, p_expert, logprob, value = self.learner.choose(observed.obs)
         ext = np.asarray(external, dtype=bool)
         action = agents.base_actions(observed, actor, skip=ext)
-        return [
+        out = [
             Decision(int(actor[i]), None if (ext[i] and actor[i] == EXPERT) else int(action[i]),
                      int(observed.novice_action[i]), float(p_expert[i]), self.version)
             for i in range(len(obs))
         ]
+        if self.learner is not None:
+            for i, d in enumerate(out):
+                d.logprob, d.value = float(logprob[i]), float(value[i])
+                d.updates = self.updates
+                d.coord_obs = {k: v[i] for k, v in observed.obs.items()}
+        return out
 
     def _choose(self, coord_obs: dict[str, np.ndarray], policies: list[Any | None]
                 ) -> tuple[np.ndarray, np.ndarray]:

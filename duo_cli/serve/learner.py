@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 #: why a served step was kept out of a PPO batch (the keys of :attr:`OnlineLearner.excluded`)
 EXCLUDED = ("training_disabled", "application_action", "no_probability", "before_break",
-            "stale")
+            "stale", "abandoned", "interrupted")
 
 
 @dataclass
@@ -203,7 +203,14 @@ class OnlineLearner:
 
     def update(self) -> dict[str, float]:
         """One PPO update on the complete steps; the version then increases by one."""
-        segments = self.take_segments()
+        return self.apply(self.take_segments())
+
+    def apply(self, segments: list[Segment]) -> dict[str, float]:
+        """PPO's update on ``segments`` (from :meth:`take_segments`); the version + 1.
+
+        Nothing else of the learner is touched, so it may run in a worker thread while
+        the episodes keep reporting to the learner from the event loop.
+        """
         if not segments:
             return {}
         rollout, advantages, returns = self.batch(segments)

@@ -22,8 +22,15 @@ from duo_cli.errors import ConfigError
 from duo_cli.groups import ServeSettings
 from duo_cli.serve.app import create_app
 from duo_cli.serve.coordinator import ServedCoordinator, new_run_dir
+from duo_cli.serve.learning import (
+    check_learnable,
+    lost_steps,
+    make_learner,
+    resume_learner,
+    save_learner_state,
+)
 from duo_cli.serve.service import Service
-from duo_cli.serve.store import LOG_NAME, EpisodeLog
+from duo_cli.serve.store import LOG_NAME, EpisodeLog, read_episodes
 from duo_cli.settings import parse_settings
 
 logger = logging.getLogger(__name__)
@@ -79,13 +86,36 @@ def build(cli_cfg: DictConfig, checkpoint: str, overrides: list[str] | None):
     settings = parse_settings(ServeSettings, cfg.serve, "serve")
     token = serve_token(cfg)
     # the agents and BP are checked before anything is written
-    coord = ServedCoordinator(CoordProblem(cfg, setup_torch(cfg)), ckpt, path, settings)
+    problem = CoordProblem(cfg, setup_torch(cfg))
+    coord = ServedCoordinator(problem, ckpt, path, settings)
+    if settings.learn:
+        check_learnable(problem, coord, settings, str(path))
     run_dir = new_run_dir(cfg)
     saved = OmegaConf.merge(cfg, {"serve": {"token": "<redacted>" if cfg.serve.token else None}})
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))  # never the secret
+    if settings.learn:
+        start_learning(problem, coord, settings, run_dir, bool(cfg.resume))
     service = Service(coord, EpisodeLog(run_dir / LOG_NAME), settings)
     service.run_dir = run_dir
     return cfg, service, create_app(service, token), token
+
+
+def start_learning(problem: CoordProblem, coord: ServedCoordinator, settings: ServeSettings,
+                   run_dir: Path, resume: bool) -> None:
+    """Give ``coord`` its learner: fresh (``last.pt`` written at update 0), or resumed from
+    the run dir's ``last.pt``, reporting the logged steps no update used."""
+    learner = make_learner(problem, coord, settings, run_dir)
+    if resume and (run_dir / "last.pt").is_file():
+        coord.learn_with(learner, resume_learner(learner, run_dir))
+        lost = lost_steps(read_episodes(run_dir) if (run_dir / LOG_NAME).is_file() else [],
+                          coord.version)
+        logger.warning("resumed learning at update %d (model_version %s); %d logged steps "
+                       "served after that update were in no update and are lost (episodes "
+                       "running at the stop were not logged)", learner.version, coord.version,
+                       lost)
+    else:
+        coord.learn_with(learner)
+        save_learner_state(learner, run_dir, coord.base_version)
 
 
 def _uvicorn_config(app: Any, cfg: DictConfig):

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from duo_cli.groups import ServeSettings
@@ -22,6 +23,8 @@ from duo_cli.serve.episodes import (
     Episode,
     EpisodeTable,
 )
+from duo_cli.serve.learner import EXCLUDED
+from duo_cli.serve.learning import save_learner
 from duo_cli.serve.store import EpisodeLog
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,10 @@ class Service:
         self.act_seconds: list[float] = []
         self._reaper: asyncio.Task | None = None
         self.started = time.time()
+        #: the run dir (set by :func:`duo_cli.serve.server.build`): where learning saves
+        self.run_dir = Path(log.path).parent
+        self._learn_lock = asyncio.Lock()
+        self.learn_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self) -> None:
@@ -88,6 +95,12 @@ class Service:
         """Free the episode's state (in the event loop) and return its log record."""
         self.table.remove(ep, status)
         self.counts[f"episodes_{status}"] += 1
+        learner = self.coord.learner
+        if learner is not None and ep.training_enabled:
+            if status in ("ended", "truncated"):
+                learner.on_end(ep.episode_id)
+            else:  # the episode did not end in the game: cut where it stopped
+                learner.on_break(ep.episode_id, status)
         return ep.record(status, reason, self.meta)
 
     # -- calls ---------------------------------------------------------------------------
@@ -99,7 +112,17 @@ class Service:
                 "open_expert": c.open_expert, "num_actions": c.num_actions,
                 "observation": {"shape": list(c.observation_space.shape),
                                 "dtype": str(c.observation_space.dtype)},
-                "uptime_s": time.time() - self.started}
+                "uptime_s": time.time() - self.started, **self._learning()}
+
+    def _learning(self) -> dict[str, Any]:
+        """What ``/v1/health`` says about learning (nothing when it is off)."""
+        learner = self.coord.learner
+        if learner is None:
+            return {"learning": False}
+        return {"learning": True, "model_updates": learner.version,
+                "trained_steps": learner.trained_steps, "learn_steps": learner.steps_per_update,
+                "max_policy_lag": learner.max_policy_lag, "excluded": dict(learner.excluded),
+                "learn_error": self.learn_error}
 
     def start_episode(self, body: dict[str, Any]) -> dict[str, Any]:
         wire.check_keys(body, ("episode_id", "training_enabled", "expert"), "start_episode")
@@ -143,9 +166,50 @@ class Service:
             ep.state = AWAITING_EXPERT
         out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": ACTORS[decision.actor],
                "action": decision.action, "novice_action": decision.novice_action, "cost": cost,
-               "p_expert": decision.p_expert, "model_version": decision.version}
+               "p_expert": decision.p_expert, "model_version": decision.version,
+               "model_updates": decision.updates}
         _remember(ep, "act", body, out)
+        learner = self.coord.learner
+        if learner is not None:
+            if not ep.training_enabled:
+                learner.exclude("training_disabled")
+            else:
+                learner.on_act(ep.episode_id, decision.coord_obs, decision.actor,
+                               decision.logprob, decision.value, cost)
+                if learner.ready:
+                    await self._learn()
         return out
+
+    async def _learn(self) -> None:
+        """One PPO update on the complete served steps, serialised with the forwards (in the
+        forward thread, or in the event loop); then ``last.pt`` and the new version."""
+        learner = self.coord.learner
+        async with self._learn_lock:
+            if not learner.ready:
+                return
+            segments = learner.take_segments()
+            steps = sum(len(seg.steps) for seg in segments)
+            try:
+                if self.executor is not None:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self.executor, self._apply, segments, steps)
+                else:
+                    self._apply(segments, steps)
+            except Exception as exc:
+                self.learn_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("learning failed at update %d", learner.version + 1)
+                raise
+
+    def _apply(self, segments: list, steps: int) -> None:
+        learner = self.coord.learner
+        stats = learner.apply(segments)
+        if not stats:
+            return
+        save_learner(learner, self.run_dir, stats, steps, self.coord.base_version)
+        self.coord.updated()
+        self.meta["model_version"] = self.coord.version
+        logger.info("update %d on %d served steps: model_version %s", learner.version, steps,
+                    self.coord.version)
 
     def _forward(self, items: list[tuple]) -> list[Any]:
         obs, policies, external = zip(*items, strict=True)
@@ -168,6 +232,8 @@ class Service:
         else:  # no coordinator chose: logged without a probability
             row = None if obs is None else self.log.add_observation(obs)
             ep.record_step(APPLICATION, action, None, 0.0, 0.0, obs_row=row)
+            if self.coord.learner is not None and ep.training_enabled:
+                self.coord.learner.on_break(ep.episode_id, "application_action")
             out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": "application",
                    "action": action, "cost": 0.0}
         _remember(ep, "log_action", body, out)
@@ -186,6 +252,8 @@ class Service:
             raise wire.ApiError(422, f"field 'info' must be a JSON object, got {type(info).__name__}")
         ep.touch()
         ep.add_reward(reward)
+        if self.coord.learner is not None and ep.training_enabled:
+            self.coord.learner.on_reward(ep.episode_id, reward)
         if info:
             ep.info = info
         out = {"episode_id": ep.episode_id, "base_return": ep.base_return}
@@ -235,6 +303,12 @@ class Service:
                   f"duo_serve_batches_total {b.batches}",
                   f"duo_serve_batched_acts_total {b.items}",
                   f"duo_serve_batch_size_max {b.max_seen}"]
+        learner = self.coord.learner
+        if learner is not None:
+            lines += [f"duo_serve_model_updates {learner.version}",
+                      f"duo_serve_trained_steps_total {learner.trained_steps}"]
+            lines += [f'duo_serve_excluded_steps_total{{reason="{k}"}} {learner.excluded[k]}'
+                      for k in EXCLUDED]
         for q in (0.5, 0.99):
             if lat:
                 lines.append(f'duo_serve_act_seconds{{quantile="{q}"}} '
