@@ -30,7 +30,8 @@ def setup_torch(cfg: DictConfig) -> torch.device:
     """
     threads = resolve_torch_threads(cfg.get("torch_threads"))
     torch.set_num_threads(threads)
-    logger.info("torch: %d intra-op thread(s) (torch_threads=%s)", threads, cfg.get("torch_threads"))
+    logger.debug("torch: %d intra-op thread(s) (torch_threads=%s)", threads,
+                 cfg.get("torch_threads"))
     torch.manual_seed(int(cfg.seed))
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
