@@ -59,6 +59,8 @@ from duo_cli.tables import fmt
 logger = logging.getLogger(__name__)
 
 WEIGHTS = ("choice", "action")
+#: an effective sample size below this is flagged as too small to trust
+FEW = 30
 
 
 def complete_episodes(records: list[dict[str, Any]], where: str
@@ -251,3 +253,8 @@ def print_estimates(console: Console, results: dict[str, OffPolicyEstimate | Non
                   f"size of the episodes' weights; whole: episodes of nonzero weight; CIs: "
                   f"percentile bootstrap over episodes, {first.resamples} resamples",
                   soft_wrap=True)
+    for kind, res in results.items():
+        if res is not None and res.ess < FEW:
+            console.print(f"[yellow]{kind} weights: ESS {res.ess:.1f} < {FEW}: too few episodes "
+                          f"the target could have played; these estimates and CIs say little"
+                          "[/]", soft_wrap=True)
