@@ -24,6 +24,7 @@ from duo_cli.policies.always import AlwaysPolicy
 from duo_cli.policies.ask_every_k import AskEveryKPolicy
 from duo_cli.policies.coord_ppo import CoordPPOPolicy
 from duo_cli.policies.logit import LogitPolicy
+from duo_cli.policies.ood import OODPolicy
 from duo_cli.policies.random import RandomPolicy
 from duo_cli.serve.offpolicy import action_terms, choice_terms, complete_episodes
 from duo_cli.serve.replay import Replayed, action_probs
@@ -203,6 +204,9 @@ def test_choice_probs_of_the_rule_based_coordinators():
     logit = LogitPolicy({"metric": "max_logit", "threshold": 3.0}, _env())
     np.testing.assert_array_equal(logit.choice_probs(obs), [0.0, 1.0, 0.0])  # score < 3
     np.testing.assert_array_equal(logit.choice_probs(obs), logit.decide(obs))
+    ood = OODPolicy({"feature": "novice_logits", "detector": {}, "threshold": 2.0}, _env())
+    ood.detector = SimpleNamespace(decision_function=lambda x: x[:, 0])  # score: first column
+    np.testing.assert_array_equal(ood.choice_probs(obs), [1.0, 0.0, 1.0])  # score >= 2
     k3 = AskEveryKPolicy({"k": 3}, _env(1))
     seen = []
     for _ in range(7):
