@@ -337,7 +337,10 @@ def checkpoint_config(cli_cfg: DictConfig, run_config: Any, where: str,
         raise ConfigError(f"a coordinator checkpoint takes key=value overrides only, not "
                           f"{chosen[0]!r}: {where} was trained with algorithm={method}")
     try:
-        cfg = OmegaConf.merge(OmegaConf.create(run_config),
+        # serve keys added since the checkpoint was written take today's values (a stored
+        # serve node only matters to duo serve, which replaces it with its own)
+        base = {"serve": cli_cfg.serve} if "serve" in cli_cfg else {}
+        cfg = OmegaConf.merge(base, OmegaConf.create(run_config),
                               {g: cli_cfg[g] for g in groups},
                               OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
         for key in RUN_KEYS:

@@ -181,3 +181,15 @@ def test_sigkill_during_learning_then_resume(ppo_coord, tmp_path):
     assert len(read_episodes(run_dir)) > 0
     assert json.loads((run_dir / "updates.jsonl").read_text().splitlines()[-1])["update"] \
         == numbers[-1]
+
+
+def test_checkpoint_stored_before_serve_learn_still_loads(ppo_coord):
+    """A checkpoint whose stored serve node predates the learning keys is still a setting."""
+    from duo_cli.checkpoint import load_policy_checkpoint
+    from duo_cli.config import checkpoint_config
+
+    run_config = load_policy_checkpoint(ppo_coord).metadata.run_config
+    for key in ("learn", "learn_steps", "max_policy_lag"):
+        del run_config["serve"][key]
+    cfg = checkpoint_config(compose(["torch_threads=1"]), run_config, "old.pt", [])
+    assert cfg.serve.learn is False and cfg.serve.max_policy_lag == 1
