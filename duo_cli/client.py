@@ -44,6 +44,10 @@ def _body(**fields: Any) -> dict[str, Any]:
     return out
 
 
+def _step_body(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"items": [_body(**item) for item in items]}
+
+
 def _result(resp: httpx.Response) -> dict[str, Any]:
     try:
         data = resp.json()
@@ -86,6 +90,13 @@ class DuoClient:
         """Who acts on ``observation`` and the action (``None`` for an external expert)."""
         return self._post(f"/v1/episodes/{episode_id}/act",
                           _body(observation=observation, request_id=request_id))
+
+    def step(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Many episodes' calls in one request (``POST /v1/step``): each item has an
+        ``episode_id`` and any of ``reward``, ``end`` ("ended"/"truncated"), ``start``
+        (true), ``observation`` (an array: act on it). One answer per item: the act's,
+        the end's or the start's, or ``{"error", "status"}`` for a refused item."""
+        return self._post("/v1/step", _step_body(items))["results"]
 
     def get_action(self, episode_id: str, observation: Any) -> int | None:
         return self.act(episode_id, observation)["action"]
@@ -139,6 +150,10 @@ class AsyncDuoClient:
     async def act(self, episode_id: str, observation: Any, request_id: str | None = None) -> dict:
         return await self._post(f"/v1/episodes/{episode_id}/act",
                                 _body(observation=observation, request_id=request_id))
+
+    async def step(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """See :meth:`DuoClient.step`."""
+        return (await self._post("/v1/step", _step_body(items)))["results"]
 
     async def log_action(self, episode_id: str, action: int, observation: Any = None,
                          request_id: str | None = None) -> dict:

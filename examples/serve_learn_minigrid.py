@@ -5,9 +5,10 @@
         --num-envs 16 --steps 40000
 
 The application owns the loop: ``--num-envs`` games run at once, each one served episode
-at a time. Every step the client sends all games' observations concurrently (the server
-answers them with one forward and samples the coordinator's choice), steps the games with
-the returned actions, reports the rewards and ends finished episodes. The server updates
+at a time. Every round the client sends one ``POST /v1/step`` with every game's reward
+since its last act, the ends of finished episodes, the starts of new ones and all
+observations (the server answers the acts with one forward and samples the coordinator's
+choices), then steps the games with the returned actions. The server updates
 the coordinator with PPO every ``serve.learn_steps`` complete steps; every answer carries
 the weights' ``model_version`` and ``model_updates``. At the end the script prints the
 return and the expert fraction of the episodes per number of updates (the learning curve
@@ -39,21 +40,34 @@ async def play(url: str, task: str, variant: str, pool: dict, num_envs: int, ste
     env = MiniGridVecEnv(task, num_envs, variant, int(pool["start_level"]),
                          int(pool["num_levels"]), int(pool["seed"]))
     episodes: list[Episode] = []
+    updates: dict[str, int] = {}  # the updates of the weights that chose each episode's last step
+    obs, _ = env.reset(seed=int(pool["seed"]))
+    count = [0] * num_envs
+    ids = [f"game{i}-0" for i in range(num_envs)]
+    items = [{"episode_id": e, "start": True, "observation": o}
+             for e, o in zip(ids, obs, strict=True)]
     async with AsyncDuoClient(url, token=token) as duo:
-        obs, _ = env.reset(seed=int(pool["seed"]))
-        ids = list(await asyncio.gather(*(duo.start_episode() for _ in range(num_envs))))
         for _ in range(max(1, steps // num_envs)):
-            answers = await asyncio.gather(*(duo.act(e, o) for e, o in zip(ids, obs, strict=True)))
-            actions = np.array([a["action"] for a in answers])
-            obs, reward, terminated, truncated, _ = env.step(actions)
-            await asyncio.gather(*(duo.log_returns(e, float(r))
-                                   for e, r in zip(ids, reward, strict=True)))
-            for i in np.flatnonzero(np.logical_or(terminated, truncated)):
-                res = await duo.end_episode(ids[i], truncated=bool(truncated[i]))
-                episodes.append((int(answers[i].get("model_updates", 0)), res["return"],
-                                 res["length"], res["expert_steps"]))
-                ids[i] = await duo.start_episode()
-        await asyncio.gather(*(duo.end_episode(e, truncated=True) for e in ids))
+            # one request per round: every game's reward, end, start and act (one forward)
+            answers = await duo.step(items)
+            for a in answers:
+                if "return" in a:  # an end's answer: the finished episode
+                    episodes.append((updates.get(a["episode_id"], 0), a["return"], a["length"],
+                                     a["expert_steps"]))
+            acts = [a for a in answers if "action" in a]
+            for a in acts:
+                updates[a["episode_id"]] = int(a["model_updates"])
+            obs, reward, terminated, truncated, _ = env.step(np.array([a["action"] for a in acts]))
+            items = []
+            for i in range(num_envs):
+                item = {"episode_id": ids[i], "reward": float(reward[i])}
+                if terminated[i] or truncated[i]:
+                    items.append({**item, "end": "truncated" if truncated[i] else "ended"})
+                    count[i] += 1
+                    ids[i] = f"game{i}-{count[i]}"
+                    item = {"episode_id": ids[i], "start": True}
+                items.append({**item, "observation": obs[i]})
+        await duo.step([{"episode_id": e, "end": "truncated"} for e in ids])
     env.close()
     return episodes
 

@@ -193,3 +193,29 @@ def test_checkpoint_stored_before_serve_learn_still_loads(ppo_coord):
         del run_config["serve"][key]
     cfg = checkpoint_config(compose(["torch_threads=1"]), run_config, "old.pt", [])
     assert cfg.serve.learn is False and cfg.serve.max_policy_lag == 1
+
+
+def test_step_call_serves_many_episodes_per_request_item_by_item(ppo_coord, tmp_path):
+    """POST /v1/step: rewards, ends, starts and acts of many episodes; a bad item refuses
+    only itself."""
+    obs = MiniGridVecEnv("LavaGap", 1, "hard", 0, 1000, 0).reset(seed=0)[0][0]
+    with _server(ppo_coord, tmp_path / "s", "serve.learn_steps=1000") as srv:
+        with DuoClient(srv.url) as duo:
+            first = duo.step([{"episode_id": "a", "start": True, "observation": obs},
+                              {"episode_id": "b", "start": True, "observation": obs},
+                              {"episode_id": "nope", "observation": obs}])
+            assert [r.get("step") for r in first[:2]] == [0, 0]
+            assert first[2]["status"] == 404
+            second = duo.step([{"episode_id": "a", "reward": 1.0, "end": "truncated"},
+                               {"episode_id": "b", "reward": 0.5, "observation": obs},
+                               {"episode_id": "c", "start": True}])
+            assert second[0]["status"] == "truncated" and second[0]["base_return"] == 1.0
+            assert second[1]["step"] == 1 and second[2]["episode_id"] == "c"
+            duo.end_episode("b")
+            duo.end_episode("c")
+        segments = {s.key: s for s in srv.service.coord.learner.take_segments()}
+    assert sorted(segments) == ["a", "b"]
+    # b's first step: the reward reported with its next act, less that step's cost
+    assert segments["b"].steps[0].reward == pytest.approx(0.5 - first[1]["cost"])
+    recs = {r["episode_id"]: r for r in read_episodes(tmp_path / "s")}
+    assert recs["a"]["status"] == "truncated" and recs["b"]["base_return"] == 0.5

@@ -180,6 +180,67 @@ class Service:
                     await self._learn()
         return out
 
+    async def step(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Many episodes' calls in one request, answered per item (``{"error", "status"}``
+        for a refused item: one bad item refuses only itself).
+
+        An item names an ``episode_id`` and may carry, applied in this order: ``reward``
+        (the base reward since the episode's last act), ``end`` (``"ended"`` or
+        ``"truncated"``: the episode ends, no act), ``start`` (``true``: start the episode,
+        with ``training_enabled`` and ``expert`` as in ``POST /v1/episodes``), and
+        ``observation`` (act on it; the items' acts share forwards).  Ends and starts run
+        before any act, in the items' order.
+        """
+        wire.check_keys(body, ("items",), "step")
+        items = body.get("items")
+        if not isinstance(items, list) or not 0 < len(items) <= 2 * self.limits.max_concurrent:
+            raise wire.ApiError(422, f"field 'items' must be a list of 1 to "
+                                     f"{2 * self.limits.max_concurrent} objects")
+        out: list[Any] = [None] * len(items)
+        acts = []
+        for i, item in enumerate(items):
+            try:
+                out[i] = await self._step_prelude(item)
+                if out[i] is None:
+                    acts.append(i)
+            except wire.ApiError as exc:
+                out[i] = {"error": exc.message, "status": exc.status}
+        results = await asyncio.gather(
+            *(self.act(items[i]["episode_id"], {"observation": items[i]["observation"]})
+              for i in acts), return_exceptions=True)
+        for i, res in zip(acts, results, strict=True):
+            if isinstance(res, wire.ApiError):
+                out[i] = {"error": res.message, "status": res.status}
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                out[i] = res
+        return {"results": out}
+
+    async def _step_prelude(self, item: Any) -> dict[str, Any] | None:
+        """An item's reward, end and start; its answer, or ``None`` when it acts next."""
+        if not isinstance(item, dict):
+            raise wire.ApiError(422, f"each item must be a JSON object, got {type(item).__name__}")
+        wire.check_keys(item, ("episode_id", "reward", "end", "start", "training_enabled",
+                               "expert", "observation"), "a step item")
+        episode_id = item.get("episode_id")
+        if not isinstance(episode_id, str):
+            raise wire.ApiError(422, "each item needs an 'episode_id' string")
+        if item.get("reward") is not None:
+            self.log_returns(episode_id, {"reward": item["reward"]})
+        end = wire.get_str(item, "end", ("ended", "truncated"))
+        if end is not None:
+            return await self.end(episode_id, {"truncated": end == "truncated"})
+        started = None
+        if item.get("start"):
+            started = self.start_episode({k: item[k] for k in ("training_enabled", "expert")
+                                          if k in item} | {"episode_id": episode_id})
+        if item.get("observation") is None:
+            if started is None:
+                raise wire.ApiError(422, "a step item needs 'observation', 'end' or 'start'")
+            return started
+        return None
+
     async def _learn(self) -> None:
         """One PPO update on the complete served steps, serialised with the forwards (in the
         forward thread, or in the event loop); then ``last.pt`` and the new version."""
