@@ -219,3 +219,58 @@ def test_step_call_serves_many_episodes_per_request_item_by_item(ppo_coord, tmp_
     assert segments["b"].steps[0].reward == pytest.approx(0.5 - first[1]["cost"])
     recs = {r["episode_id"]: r for r in read_episodes(tmp_path / "s")}
     assert recs["a"]["status"] == "truncated" and recs["b"]["base_return"] == 0.5
+
+
+def _example():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "serve_learn_minigrid", REPO / "examples/serve_learn_minigrid.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _test_return(ckpt: Path, run_dir: Path) -> dict:
+    from duo_cli.commands.evaluate import evaluate_checkpoint
+
+    over = ["split=test", "evaluation.num_episodes=96", "evaluation.num_envs=32",
+            f"run_dir={run_dir}", "torch_threads=1"]
+    out = evaluate_checkpoint(compose(over), str(ckpt), Console(file=io.StringIO()), over)
+    return json.loads((out / "summary.json").read_text())["test"]
+
+
+@pytest.mark.slow
+def test_served_learning_matches_in_process_ppo(tmp_path):
+    """16 concurrent LavaGap games through a learning server for as many steps as
+    ``duo train --type coord algorithm=ppo`` takes in process: the test returns agree
+    within their 95% CIs, and both learned (beyond the starting weights' CI)."""
+    from duo_cli.commands.train_coord import train_coord
+
+    job = [*TASK[1:], "env.num_envs=16", "algorithm=ppo", "algorithm.num_steps=64",
+           "coordination.expert_query_cost_weight=0.4", "algorithm.eval_every=0",
+           "coordination.train_setting=test"]  # the served problem: novice and expert, hard
+    batch, updates = 16 * 64, 40
+
+    def train(steps: int, name: str) -> Path:
+        cfg = compose([*job, "env=minigrid", f"algorithm.total_timesteps={steps}",
+                       f"run_dir={tmp_path / name}"], "coord")
+        return train_coord(cfg, Console(file=io.StringIO())) / "last.pt"
+
+    start = train(batch, "start")  # one iteration: where the served coordinator starts
+    local = train(batch * (updates + 1), "local")
+    with _server(start, tmp_path / "served", f"serve.learn_steps={batch}") as srv:
+        import asyncio
+
+        cfg = srv.cfg
+        asyncio.run(_example().play(srv.url, "LavaGap", str(cfg.env.test.variant),
+                                    dict(cfg.env.train), 16, batch * updates + 16 * 40))
+        assert srv.service.coord.learner.version >= updates
+    served = tmp_path / "served" / "last.pt"
+    got = {name: _test_return(ckpt, tmp_path / f"eval_{name}")
+           for name, ckpt in (("start", start), ("local", local), ("served", served))}
+    gap = abs(got["served"]["reward_mean"] - got["local"]["reward_mean"])
+    assert gap <= got["served"]["reward_ci95"] + got["local"]["reward_ci95"], got
+    for name in ("local", "served"):
+        assert got[name]["reward_mean"] > got["start"]["reward_mean"] + got["start"][
+            "reward_ci95"], (name, got)
