@@ -166,6 +166,10 @@ def bench_eval_speed() -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "eval_speed.py")], check=False)
 
 
+def bench_serve_learn() -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "serve_learn.py")], check=False)
+
+
 def bench_serve() -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "serve.py")], check=False)
 
@@ -173,6 +177,6 @@ def bench_serve() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     which = sys.argv[1:] or ["coord_env", "coord_ppo", "ppo", "eval", "eval_speed", "minigrid",
-                             "alpha_grid", "sweep", "serve"]
+                             "alpha_grid", "sweep", "serve", "serve_learn"]
     for name in which:
         globals()[f"bench_{name}"]()
