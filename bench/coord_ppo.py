@@ -78,27 +78,27 @@ def train_sps(root: Path) -> float:
 
 def limit_sps() -> float:
     """The job's work as isolated parts (see the module docstring): steps per second."""
-    import numpy as np
     import torch
 
     cfg, problem, env, policy = _setup(ROOT)
     novice, expert = problem.agents["novice"], problem.agents["expert"]
     n, steps = env.num_envs, int(cfg.algorithm.num_steps)
     base = env.base_env
-    rng = np.random.default_rng(0)
-    frames = []
-    base.reset(seed=0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        frames.append(base.step(rng.integers(0, 3, n))[0])
-    t_env = time.perf_counter() - t0
-    obs, feats, chose = [], [], []
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        for f in frames:
+    frames, feats = [], []
+    f, _ = base.reset(seed=0)
+    t_env = t_novice = 0.0
+    with torch.no_grad():  # the env played by the novice, sampling (episodes as in training)
+        for _ in range(steps):
+            frames.append(f)
+            t0 = time.perf_counter()
             out = novice.forward(torch.from_numpy(f))
             feats.append((out.hidden.float(), out.logits.float()))
-        t_novice = time.perf_counter() - t0
+            actions = torch.multinomial(out.logits.float().softmax(-1), 1).squeeze(-1).numpy()
+            t1 = time.perf_counter()
+            f = base.step(actions)[0]
+            t_novice, t_env = t_novice + t1 - t0, t_env + time.perf_counter() - t1
+    obs, chose = [], []
+    with torch.no_grad():
         t0 = time.perf_counter()
         for f, (h, lg) in zip(frames, feats, strict=True):
             o = {"base_obs": torch.from_numpy(f), "novice_hidden": h, "novice_logits": lg}
