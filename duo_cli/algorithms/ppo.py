@@ -275,6 +275,8 @@ class PPO(Algorithm):
         for split, res in results.items():
             metrics[f"eval/{split}/reward_mean"] = res["reward_mean"]
             metrics[f"eval/{split}/reward_ci95"] = res["reward_ci95"]
+            if "expert_frac" in res:  # coordinators: how often the expert was asked
+                metrics[f"eval/{split}/expert_frac"] = res["expert_frac"]
             keeper.offer(split, res, policy, {"global_step": step}, global_step=step)
         state["best"] = keeper.scores()
         print_eval_table(self.ctx.console, results, title=f"evaluation at step {step:,}",

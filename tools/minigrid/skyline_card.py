@@ -1,0 +1,114 @@
+"""The skyline card: the MiniGrid skyline's learning curves and the budget they give.
+
+Each curve is one ``duo train --type coord benchmark=yrc_minigrid env.task=TASK
+algorithm=skyline_obs_hidden_dist coordination.alphas=null
+coordination.expert_query_cost_weight=ALPHA seed=SEED algorithm.eval_every=10`` run (16
+envs x 256 steps per iteration, val_true evaluated every 40,960 steps). ``--copy RUNS``
+copies the evaluation rows of the run dirs ``RUNS/<task>/a<alpha>/s<seed>`` into
+``checkpoints/minigrid/skyline/curves/`` (data, a few KB); the script then writes
+``checkpoints/minigrid/skyline/curves.png`` and prints the card's tables and the budget:
+per curve, the first evaluated step whose val_true reward lies within the 95% CI of the
+curve's last value; the budget is the largest of them.
+
+    .venv/bin/python tools/minigrid/skyline_card.py [--copy /work/curves]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "checkpoints" / "minigrid" / "skyline"
+KEYS = ("global_step", "eval/val_true/reward_mean", "eval/val_true/reward_ci95",
+        "eval/val_true/expert_frac")
+
+
+def copy_curves(runs: Path) -> None:
+    """The evaluation rows of every finished or running curve under ``runs``."""
+    (OUT / "curves").mkdir(parents=True, exist_ok=True)
+    for metrics in sorted(runs.glob("*/a*/s*/metrics.jsonl")):
+        seed, alpha, task = metrics.parent.name, metrics.parent.parent.name, metrics.parents[2].name
+        rows = [json.loads(line) for line in open(metrics)]
+        evals = [{k: r[k] for k in KEYS if k in r} for r in rows if KEYS[1] in r]
+        if not evals:  # not evaluated yet
+            continue
+        name = OUT / "curves" / f"{task}_{alpha}_{seed}.jsonl"
+        name.write_text("".join(json.dumps(r) + "\n" for r in evals))
+
+
+def curves() -> dict[tuple[str, float, int], list[dict]]:
+    out = {}
+    for path in sorted((OUT / "curves").glob("*.jsonl")):
+        task, alpha, seed = path.stem.split("_")
+        out[(task, float(alpha[1:]), int(seed[1:]))] = [json.loads(x) for x in open(path)]
+    return out
+
+
+def plateau_step(rows: list[dict]) -> int:
+    """The first evaluated step within the 95% CI of the curve's last value."""
+    last = rows[-1]
+    lo = last[KEYS[1]] - last[KEYS[2]]
+    return next(r["global_step"] for r in rows if r[KEYS[1]] >= lo)
+
+
+def table(data: dict) -> str:
+    lines = ["| task | α | seed | steps run | val_true reward at 41k / 123k / 205k / 287k / "
+             "last | last ± 95% CI | plateau step |", "|---|---|---|---|---|---|---|"]
+    for (task, alpha, seed), rows in sorted(data.items()):
+        at = {r["global_step"]: r[KEYS[1]] for r in rows}
+        picks = [at.get(s) for s in (40960, 122880, 204800, 286720)]
+        shown = " / ".join("-" if v is None else f"{v:.3f}" for v in picks)
+        last = rows[-1]
+        lines.append(f"| {task} | {alpha:g} | {seed} | {last['global_step']:,} | {shown} / "
+                     f"{last[KEYS[1]]:.3f} | {last[KEYS[1]]:.3f} ± {last[KEYS[2]]:.3f} | "
+                     f"{plateau_step(rows):,} |")
+    return "\n".join(lines)
+
+
+def plot(data: dict, budget: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({k[0] for k in data})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for (t, alpha, seed), rows in sorted(data.items()):
+            if t != task:
+                continue
+            x = [r["global_step"] for r in rows]
+            y = [r[KEYS[1]] for r in rows]
+            ci = [r[KEYS[2]] for r in rows]
+            line, = ax.plot(x, y, marker="o", ms=3, label=f"α={alpha:g} seed {seed}")
+            ax.fill_between(x, [a - c for a, c in zip(y, ci, strict=True)],
+                            [a + c for a, c in zip(y, ci, strict=True)], alpha=0.15,
+                            color=line.get_color())
+        ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
+        ax.set_title(f"{task}: skyline val_true reward")
+        ax.set_xlabel("coordinator env steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = OUT / "curves.png"
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--copy", type=Path, help="run dirs RUNS/<task>/a<alpha>/s<seed> to copy")
+    args = p.parse_args()
+    if args.copy:
+        copy_curves(args.copy)
+    data = curves()
+    print(table(data))
+    budget = max(plateau_step(rows) for rows in data.values())
+    print(f"\nbudget (largest plateau step): {budget:,}")
+    print(f"plot: {plot(data, budget)}")
+
+
+if __name__ == "__main__":
+    main()
