@@ -55,15 +55,17 @@ def plateau_step(rows: list[dict]) -> int:
 
 def table(data: dict) -> str:
     lines = ["| task | α | seed | steps run | val_true reward at 41k / 123k / 205k / 287k / "
-             "last | last ± 95% CI | plateau step |", "|---|---|---|---|---|---|---|"]
+             "last | last ± 95% CI | expert frac (last) | plateau step |",
+             "|---|---|---|---|---|---|---|---|"]
     for (task, alpha, seed), rows in sorted(data.items()):
         at = {r["global_step"]: r[KEYS[1]] for r in rows}
         picks = [at.get(s) for s in (40960, 122880, 204800, 286720)]
         shown = " / ".join("-" if v is None else f"{v:.3f}" for v in picks)
         last = rows[-1]
+        frac = f"{last[KEYS[3]]:.3f}" if KEYS[3] in last else "-"
         lines.append(f"| {task} | {alpha:g} | {seed} | {last['global_step']:,} | {shown} / "
                      f"{last[KEYS[1]]:.3f} | {last[KEYS[1]]:.3f} ± {last[KEYS[2]]:.3f} | "
-                     f"{plateau_step(rows):,} |")
+                     f"{frac} | {plateau_step(rows):,} |")
     return "\n".join(lines)
 
 
