@@ -42,7 +42,7 @@ def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
     print(f"{name}: {fmt.format(value)}", flush=True)
 
 
-def _setup(root: Path):
+def _setup(root: Path, job: list[str] = JOB):
     """The composed job, its problem, train CoordEnv and coordinator, on the tree ``root``."""
     sys.path.insert(0, str(root))
     import torch
@@ -51,22 +51,23 @@ def _setup(root: Path):
     from duo_cli.coordination.problem import CoordProblem
 
     torch.set_num_threads(1)
-    cfg = compose(JOB)
+    cfg = compose(job)
     problem = CoordProblem(cfg, torch.device("cpu"))
     env = problem.env("train")
     return cfg, problem, env, problem.policy(env)
 
 
-def train_sps(root: Path) -> float:
-    """``PPO.train`` for ``ITERATIONS`` + 1 iterations: median steps/s after the first."""
+def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) -> float:
+    """``PPO.train`` of ``job`` for ``iterations`` + 1 iterations on the tree ``root``: the
+    median steps/s after the first (which warms up)."""
     from rich.console import Console
 
-    cfg, problem, env, policy = _setup(root)
+    cfg, problem, env, policy = _setup(root, job)
     from duo_cli.rundir import RunContext
 
     algo_cfg = dict(cfg.algorithm)
     batch = env.num_envs * int(algo_cfg["num_steps"])
-    algo_cfg.update(total_timesteps=batch * (ITERATIONS + 1), save_every=10**6, eval_every=0)
+    algo_cfg.update(total_timesteps=batch * (iterations + 1), save_every=10**6, eval_every=0)
     with tempfile.TemporaryDirectory() as d:
         ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
         problem.algorithm_class(algo_cfg, ctx).train(policy, env, {})

@@ -18,16 +18,14 @@ Prints ``serve_learn_sps``, ``coord_ppo_inprocess_sps`` and ``serve_learn_ratio`
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -54,29 +52,11 @@ def coordinator(directory: Path) -> Path:
     return train_coord(cfg, Console(file=io.StringIO())) / "last.pt"
 
 
-def inprocess_sps(iterations: int = 4) -> float:
+def inprocess_sps(iterations: int = 3) -> float:
     """``PPO.train`` of the job: median steps/s of the iterations after the first."""
-    import torch
-    from rich.console import Console
+    from coord_ppo import train_sps  # bench/coord_ppo.py: the same measurement
 
-    from duo_cli.config import compose
-    from duo_cli.coordination.problem import CoordProblem
-    from duo_cli.rundir import RunContext
-
-    torch.set_num_threads(1)
-    cfg = compose(JOB)
-    problem = CoordProblem(cfg, torch.device("cpu"))
-    env = problem.env("train")
-    policy = problem.policy(env)
-    algo = dict(cfg.algorithm)
-    algo.update(total_timesteps=NUM_ENVS * NUM_STEPS * iterations, save_every=10**6)
-    with tempfile.TemporaryDirectory() as d:
-        ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
-        problem.algorithm_class(algo, ctx).train(policy, env, {})
-        rows = [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
-    env.close()
-    sps = sorted(r["sps"] for r in rows[1:])
-    return sps[len(sps) // 2]
+    return train_sps(REPO, JOB, iterations)
 
 
 def serve(ckpt: Path, run_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -91,47 +71,36 @@ def serve(ckpt: Path, run_dir: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("duo serve did not start")
 
 
-async def drive(url: str, rounds: int, tag: str = "b") -> tuple[float, int]:
-    """16 concurrent LavaGap games for ``rounds`` steps each, one request per round (every
-    game's reward, end, start and act): ``(seconds, updates seen)``."""
-    from duo_cli.client import AsyncDuoClient
-    from duo_cli.envs.minigrid import MiniGridVecEnv
+def _example():
+    spec = importlib.util.spec_from_file_location(
+        "serve_learn_minigrid", REPO / "examples" / "serve_learn_minigrid.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    env = MiniGridVecEnv("LavaGap", NUM_ENVS, "hard", 0, 100000, 1)
-    obs, _ = env.reset(seed=1)
-    episodes = [0] * NUM_ENVS
-    ids = [f"{tag}-{i}-0" for i in range(NUM_ENVS)]
-    items = [{"episode_id": e, "start": True, "observation": o} for e, o in zip(ids, obs,
-                                                                              strict=True)]
-    async with AsyncDuoClient(url, timeout=600) as duo:
-        t0, answers = time.perf_counter(), []
-        for _ in range(rounds):
-            answers = [a for a in await duo.step(items) if "action" in a]
-            obs, reward, term, trunc, _ = env.step(np.array([a["action"] for a in answers]))
-            items = []
-            for i in range(NUM_ENVS):
-                item = {"episode_id": ids[i], "reward": float(reward[i])}
-                if term[i] or trunc[i]:
-                    items.append({**item, "end": "truncated" if trunc[i] else "ended"})
-                    episodes[i] += 1
-                    ids[i] = f"{tag}-{i}-{episodes[i]}"
-                    item = {"episode_id": ids[i], "start": True}
-                items.append({**item, "observation": obs[i]})
-        seconds = time.perf_counter() - t0
-        await duo.step([{"episode_id": e, "end": "truncated"} for e in ids])
-    env.close()
-    return seconds, answers[-1]["model_updates"]
+
+def drive(url: str, rounds: int, tag: str) -> tuple[float, int]:
+    """The example's 16 concurrent LavaGap games (one ``/v1/step`` per round) for ``rounds``
+    rounds: ``(seconds, updates after them)``."""
+    from duo_cli.client import DuoClient
+
+    pool = {"start_level": 0, "num_levels": 100000, "seed": 1}
+    t0 = time.perf_counter()
+    asyncio.run(_example().play(url, "LavaGap", "hard", pool, NUM_ENVS, NUM_ENVS * rounds,
+                                prefix=tag))
+    seconds = time.perf_counter() - t0
+    with DuoClient(url) as duo:
+        return seconds, int(duo.health()["model_updates"])
 
 
 def served_sps(ckpt: Path, run_dir: Path, updates: int = 3) -> float:
     """Steps/s through a learning server over ``updates`` updates' worth of steps."""
     proc, url = serve(ckpt, run_dir)
     try:
-        asyncio.run(drive(url, NUM_STEPS, "warm"))  # warm-up: one update's worth
+        drive(url, NUM_STEPS, "warm")  # warm-up: one update's worth
         rounds = NUM_STEPS * updates
-        seconds, seen = asyncio.run(drive(url, rounds, "run"))
-        if seen < updates:
-            print(f"# only {seen} updates during the measurement", file=sys.stderr)
+        seconds, seen = drive(url, rounds, "run")
+        print(f"# {seen} updates by the end of the measurement", file=sys.stderr)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -35,15 +35,16 @@ Episode = tuple[int, float, int, int]
 
 
 async def play(url: str, task: str, variant: str, pool: dict, num_envs: int, steps: int,
-               token: str | None = None) -> list[Episode]:
-    """Drive ``num_envs`` concurrent games for ``steps`` env steps in all; the episodes played."""
+               token: str | None = None, prefix: str = "game") -> list[Episode]:
+    """Drive ``num_envs`` concurrent games for ``steps`` env steps in all; the episodes played
+    (episode ids ``<prefix><game>-<k>``)."""
     env = MiniGridVecEnv(task, num_envs, variant, int(pool["start_level"]),
                          int(pool["num_levels"]), int(pool["seed"]))
     episodes: list[Episode] = []
     updates: dict[str, int] = {}  # the updates of the weights that chose each episode's last step
     obs, _ = env.reset(seed=int(pool["seed"]))
     count = [0] * num_envs
-    ids = [f"game{i}-0" for i in range(num_envs)]
+    ids = [f"{prefix}{i}-0" for i in range(num_envs)]
     items = [{"episode_id": e, "start": True, "observation": o}
              for e, o in zip(ids, obs, strict=True)]
     async with AsyncDuoClient(url, token=token) as duo:
@@ -64,7 +65,7 @@ async def play(url: str, task: str, variant: str, pool: dict, num_envs: int, ste
                 if terminated[i] or truncated[i]:
                     items.append({**item, "end": "truncated" if truncated[i] else "ended"})
                     count[i] += 1
-                    ids[i] = f"game{i}-{count[i]}"
+                    ids[i] = f"{prefix}{i}-{count[i]}"
                     item = {"episode_id": ids[i], "start": True}
                 items.append({**item, "observation": obs[i]})
         await duo.step([{"episode_id": e, "end": "truncated"} for e in ids])
