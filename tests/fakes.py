@@ -423,3 +423,19 @@ def make_untrained_agents(directory, task: str, hidden_dim: int = 32, bp: float 
             paths[role] = Path(save_policy(Path(directory) / f"{role}.pt", policy,
                                            {"bp": bp, "role": role}))
     return paths
+
+
+def write_sweep_dir(root, summaries: list[dict]):
+    """A sweep dir as Hydra and run_job leave it: ``root/<n>/`` with the job's overrides
+    (``env.task``, ``algorithm``) and its ``summary.json``; returns ``root``."""
+    import json
+    from pathlib import Path
+
+    root = Path(root)
+    for num, s in enumerate(summaries):
+        job = root / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(
+            f"- env.task={s['task']}\n- algorithm={s['method']}\n")
+        (job / "summary.json").write_text(json.dumps(s))
+    return root

@@ -182,6 +182,10 @@ def test_update_increments_version_and_equals_in_process_ppo(tmp_path):
     ppo.update(ref_policy, optimizer, rollout, adv, ret)
     served.update()
     assert served.version == 1 and served.trained_steps == steps * n
+    # both updates run on this machine from the same steps; only the order of the samples in
+    # the (one) minibatch differs, so the float32 sums differ in the last bits (~1e-7 here, on
+    # any CPU), while each Adam step moves every weight by about lr = 1e-2, so a wrong
+    # advantage, log-prob or return shows far above 1e-6
     for a, b in zip(served.policy.model.state_dict().values(),
                     ref_policy.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

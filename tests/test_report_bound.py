@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import write_sweep_dir
 from rich.console import Console
 
 from duo_cli import sweep
@@ -44,12 +45,7 @@ def _job(task, method, rewards, skyline=False, single=None, per_episode=True) ->
 
 def _summarize(root: Path, jobs: list[dict]) -> tuple[dict, str, str]:
     """``(sweep_summary.json, report.md, console output)`` of a sweep dir of ``jobs``."""
-    for num, s in enumerate(jobs):
-        job = root / str(num)
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text(
-            f"- env.task={s['task']}\n- algorithm={s['method']}\n")
-        (job / "summary.json").write_text(json.dumps(s))
+    write_sweep_dir(root, jobs)
     out = io.StringIO()
     sweep.summarize_dir(root, Console(file=out, width=200))
     return (json.loads((root / "sweep_summary.json").read_text()),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import write_sweep_dir
 from rich.console import Console
 
 from duo_cli import report, sweep
@@ -59,19 +60,11 @@ def _suite() -> list[dict]:
     ]
 
 
-def _sweep_dir(root: Path, summaries: list[dict]) -> Path:
-    for num, s in enumerate(summaries):
-        job = root / str(num)
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text(
-            f"- env.task={s['task']}\n- algorithm={s['method']}\n")
-        (job / "summary.json").write_text(json.dumps(s))
-    return root
 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
-    sweep_dir = _sweep_dir(tmp_path_factory.mktemp("yrc") / "sw", _suite())
+    sweep_dir = write_sweep_dir(tmp_path_factory.mktemp("yrc") / "sw", _suite())
     sweep.summarize_dir(sweep_dir, Console(file=io.StringIO(), width=100))
     out = json.loads((sweep_dir / "sweep_summary.json").read_text())
     out["_dir"] = str(sweep_dir)
