@@ -10,7 +10,7 @@ copies the evaluation rows of the run dirs ``RUNS/<task>/a<alpha>/s<seed>`` into
 per curve, the first evaluated step whose val_true reward lies within the 95% CI of the
 curve's last value; the budget is the largest of them.
 
-    .venv/bin/python tools/minigrid/skyline_card.py [--copy /work/curves]
+    .venv/bin/python tools/minigrid/skyline_card.py [--copy /work/curves] [--copy-sweep DIR]
 """
 
 from __future__ import annotations
@@ -36,6 +36,26 @@ def copy_curves(runs: Path) -> None:
             continue
         name = OUT / "curves" / f"{task}_{alpha}_{seed}.jsonl"
         name.write_text("".join(json.dumps(r) + "\n" for r in evals))
+
+
+def copy_sweep_curves(sweep: Path) -> None:
+    """The evaluation rows of a ``yrc_minigrid`` sweep's skyline jobs (every α of the
+    grid, ``<job>/alpha_<a>/metrics.jsonl``), for the curves not already in the card."""
+    import yaml
+
+    (OUT / "curves").mkdir(parents=True, exist_ok=True)
+    for config in sorted(sweep.glob("*/.hydra/config.yaml")):
+        cfg = yaml.safe_load(config.read_text())
+        if cfg.get("coordination", {}).get("train_setting") != "test":
+            continue  # not a skyline job
+        task, seed = cfg["env"]["task"], int(cfg["seed"])
+        for metrics in sorted(config.parents[1].glob("alpha_*/metrics.jsonl")):
+            alpha = float(metrics.parent.name.removeprefix("alpha_"))
+            name = OUT / "curves" / f"{task}_a{alpha:.1f}_s{seed}.jsonl"
+            rows = [json.loads(line) for line in open(metrics)]
+            evals = [{k: r[k] for k in KEYS if k in r} for r in rows if KEYS[1] in r]
+            if evals and not name.exists():
+                name.write_text("".join(json.dumps(r) + "\n" for r in evals))
 
 
 def curves() -> dict[tuple[str, float, int], list[dict]]:
@@ -102,9 +122,13 @@ def plot(data: dict, budget: int) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--copy", type=Path, help="run dirs RUNS/<task>/a<alpha>/s<seed> to copy")
+    p.add_argument("--copy-sweep", type=Path, help="a yrc_minigrid sweep dir: its skyline "
+                   "jobs' curves (every alpha), where the card has none yet")
     args = p.parse_args()
     if args.copy:
         copy_curves(args.copy)
+    if args.copy_sweep:
+        copy_sweep_curves(args.copy_sweep)
     data = curves()
     print(table(data))
     budget = max(plateau_step(rows) for rows in data.values())
