@@ -5,7 +5,8 @@ e.g. the ``yrc_minigrid`` suite (its ``skyline_obs_hidden_dist`` at every α) an
 the other sets at one α::
 
     duo sweep benchmark=yrc_minigrid env.task=DistShift,DoorKey,LavaGap \\
-        algorithm=skyline_obs,skyline_hidden,skyline_hidden_obs,skyline_dist,skyline_obs_dist,skyline_hidden_dist \\
+        algorithm=skyline_obs,skyline_hidden,skyline_hidden_obs,skyline_dist,\\
+skyline_obs_dist,skyline_hidden_dist \\
         coordination.alphas=[0.6] hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=DIR
     .venv/bin/python tools/minigrid/feature_sets.py --alpha 0.6 SUITE_DIR DIR
 
