@@ -90,33 +90,44 @@ def table(data: dict) -> str:
 
 
 def plot(data: dict, budget: int) -> Path:
+    """val_true reward (± 95% CI, top row) and expert fraction (bottom row) per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = sorted({k[0] for k in data})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    fig, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 7), squeeze=False,
+                             sharex="col")
+    for col, task in enumerate(tasks):
+        top, bottom = axes[0][col], axes[1][col]
         for (t, alpha, seed), rows in sorted(data.items()):
-            if t != task:
-                continue
-            x = [r["global_step"] for r in rows]
-            y = [r[KEYS[1]] for r in rows]
-            ci = [r[KEYS[2]] for r in rows]
-            line, = ax.plot(x, y, marker="o", ms=3, label=f"α={alpha:g} seed {seed}")
-            ax.fill_between(x, [a - c for a, c in zip(y, ci, strict=True)],
-                            [a + c for a, c in zip(y, ci, strict=True)], alpha=0.15,
-                            color=line.get_color())
-        ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
-        ax.set_title(f"{task}: skyline val_true reward")
-        ax.set_xlabel("coordinator env steps")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+            if t == task:
+                _curve(top, bottom, rows, f"α={alpha:g} seed {seed}")
+        for ax in (top, bottom):
+            ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:,}")
+            ax.grid(alpha=0.3)
+        top.set_title(f"{task}: skyline val_true reward")
+        bottom.set_title(f"{task}: expert fraction on val_true")
+        bottom.set_xlabel("coordinator env steps")
+        top.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = OUT / "curves.png"
     fig.savefig(path, dpi=110)
     return path
+
+
+def _curve(top, bottom, rows: list[dict], label: str) -> None:
+    x = [r["global_step"] for r in rows]
+    y = [r[KEYS[1]] for r in rows]
+    ci = [r[KEYS[2]] for r in rows]
+    line, = top.plot(x, y, marker="o", ms=3, label=label)
+    top.fill_between(x, [a - c for a, c in zip(y, ci, strict=True)],
+                     [a + c for a, c in zip(y, ci, strict=True)], alpha=0.15,
+                     color=line.get_color())
+    frac = [(r["global_step"], r[KEYS[3]]) for r in rows if KEYS[3] in r]
+    if frac:  # the earliest curves predate the logged expert fraction
+        bottom.plot(*zip(*frac, strict=True), marker="o", ms=3, color=line.get_color())
 
 
 def main() -> None:
