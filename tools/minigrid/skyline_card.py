@@ -30,11 +30,14 @@ def copy_curves(runs: Path) -> None:
     (OUT / "curves").mkdir(parents=True, exist_ok=True)
     for metrics in sorted(runs.glob("*/a*/s*/metrics.jsonl")):
         seed, alpha, task = metrics.parent.name, metrics.parent.parent.name, metrics.parents[2].name
-        rows = [json.loads(line) for line in open(metrics)]
-        evals = [{k: r[k] for k in KEYS if k in r} for r in rows if KEYS[1] in r]
-        if not evals:  # not evaluated yet
-            continue
-        name = OUT / "curves" / f"{task}_{alpha}_{seed}.jsonl"
+        _copy_evals(metrics, OUT / "curves" / f"{task}_{alpha}_{seed}.jsonl")
+
+
+def _copy_evals(metrics: Path, name: Path) -> None:
+    """The evaluation rows (``KEYS``) of a run's ``metrics.jsonl`` into ``name``, if any."""
+    rows = [json.loads(line) for line in open(metrics)]
+    evals = [{k: r[k] for k in KEYS if k in r} for r in rows if KEYS[1] in r]
+    if evals:  # else not evaluated yet
         name.write_text("".join(json.dumps(r) + "\n" for r in evals))
 
 
@@ -52,10 +55,8 @@ def copy_sweep_curves(sweep: Path) -> None:
         for metrics in sorted(config.parents[1].glob("alpha_*/metrics.jsonl")):
             alpha = float(metrics.parent.name.removeprefix("alpha_"))
             name = OUT / "curves" / f"{task}_a{alpha:.1f}_s{seed}.jsonl"
-            rows = [json.loads(line) for line in open(metrics)]
-            evals = [{k: r[k] for k in KEYS if k in r} for r in rows if KEYS[1] in r]
-            if evals and not name.exists():
-                name.write_text("".join(json.dumps(r) + "\n" for r in evals))
+            if not name.exists():
+                _copy_evals(metrics, name)
 
 
 def curves() -> dict[tuple[str, float, int], list[dict]]:
