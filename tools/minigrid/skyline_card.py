@@ -8,7 +8,7 @@ copies the evaluation rows of the run dirs ``RUNS/<task>/a<alpha>/s<seed>`` into
 ``checkpoints/minigrid/skyline/curves/`` (data, a few KB); the script then writes
 ``checkpoints/minigrid/skyline/curves.png`` and prints the card's tables and the budget:
 per curve, the first evaluated step whose val_true reward lies within the 95% CI of the
-curve's last value; the budget is the largest of them.
+curve's best evaluation; the budget is the largest of them.
 
     .venv/bin/python tools/minigrid/skyline_card.py [--copy /work/curves] [--copy-sweep DIR]
 """
@@ -68,9 +68,13 @@ def curves() -> dict[tuple[str, float, int], list[dict]]:
 
 
 def plateau_step(rows: list[dict]) -> int:
-    """The first evaluated step within the 95% CI of the curve's last value."""
-    last = rows[-1]
-    lo = last[KEYS[1]] - last[KEYS[2]]
+    """The first evaluated step whose val_true reward lies within the 95% CI of the run's
+    best evaluation: from there on, training longer cannot give the skyline (the
+    checkpoint chosen on val_true) a better choice beyond that CI. Measured against the
+    best rather than the last evaluation, which PPO's late dips and collapses make a
+    poor reference (see the card)."""
+    best = max(rows, key=lambda r: r[KEYS[1]])
+    lo = best[KEYS[1]] - best[KEYS[2]]
     return next(r["global_step"] for r in rows if r[KEYS[1]] >= lo)
 
 
