@@ -19,8 +19,9 @@ below the task's best by more than the best's 95% CI.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from duo_cli.summaries import read_summary
 
 
 def rows(sweeps: list[Path], alpha: float) -> list[dict]:
@@ -28,23 +29,19 @@ def rows(sweeps: list[Path], alpha: float) -> list[dict]:
     out: dict[tuple[str, str], dict] = {}
     for sweep in sweeps:
         for path in sorted(sweep.glob("*/summary.json")):
-            job = json.loads(path.read_text())
-            if job.get("traits", {}).get("role") != "skyline":
+            job = read_summary(path)
+            if not job.traits.skyline:
                 continue
-            for entry in job.get("per_alpha", []):
-                if abs(float(entry["alpha"]) - alpha) > 1e-9:
+            for r in job.results:
+                if abs(r.alpha - alpha) > 1e-9:
                     continue
-                chosen = entry["validators"]["val_true"]
-                key = (job["task"], job["method"])
-                out.setdefault(key, {
-                    "task": job["task"], "set": job["method"].removeprefix("skyline_"),
-                    "val_true": entry["val_true"]["reward_mean"],
-                    "val_true_ci": entry["val_true"]["reward_ci95"],
-                    "test": chosen["test"]["reward_mean"],
-                    "test_ci": chosen["test"]["reward_ci95"],
-                    "expert_frac": chosen["test"].get("expert_frac", float("nan")),
-                    "step": chosen["selected"].get("global_step"),
-                    "job": str(path.parent)})
+                chosen, val = r.validators["val_true"], r.validation["val_true"]
+                out.setdefault((job.task, job.method), {
+                    "task": job.task, "set": job.method.removeprefix("skyline_"),
+                    "val_true": val["reward_mean"], "val_true_ci": val["reward_ci95"],
+                    "test": chosen.test["reward_mean"], "test_ci": chosen.test["reward_ci95"],
+                    "expert_frac": chosen.test.get("expert_frac", float("nan")),
+                    "step": chosen.selected.get("global_step"), "job": str(path.parent)})
     return sorted(out.values(), key=lambda r: (r["task"], -r["val_true"]))
 
 
