@@ -52,6 +52,6 @@ def test_every_variant_composes_with_its_own_name(name):
     elif kind == "skyline":
         assert list(cfg.policy.features) == SETS[rest]
         assert cfg.coordination.train_setting == "test"
-        assert cfg.algorithm.total_timesteps < 1_000_000  # sized for a 2-core CPU
+        # its total_timesteps: the skyline card's budget (tests/test_skyline_card.py)
     elif name == "random_half":
         assert list(cfg.algorithm.probs) == [0.5]

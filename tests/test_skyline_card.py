@@ -1,0 +1,49 @@
+"""The skyline card (``tools/minigrid/skyline_card.py``): its budget rule on hand-made
+curves, and the shipped data it holds the suite to: curves to 1.5M steps, two seeds at
+α ∈ {0.2, 0.6, 1.0} on every task, and every ``skyline_*.yaml`` training the card's budget."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from duo_cli.config import compose, group_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _card():
+    spec = importlib.util.spec_from_file_location(
+        "skyline_card", ROOT / "tools" / "minigrid" / "skyline_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(step: int, reward: float, ci: float) -> dict:
+    return {"global_step": step, "eval/val_true/reward_mean": reward,
+            "eval/val_true/reward_ci95": ci}
+
+
+def test_plateau_step_against_the_best_and_against_the_last():
+    card = _card()
+    rows = [_row(1, 0.5, 0.1), _row(2, 0.85, 0.05), _row(3, 0.95, 0.05), _row(4, 0.7, 0.1)]
+    assert card.plateau_step(rows) == 3  # best 0.95 ± 0.05: 0.85 (step 2) is below 0.90
+    assert card.plateau_step(rows, rows[-1]) == 2  # a late dip to 0.7 ± 0.1: 0.85 >= 0.6
+    assert card.budget({"a": rows, "b": rows[:2]}) == 3  # the largest over curves
+
+
+def test_the_card_has_full_curves_and_the_yamls_train_its_budget():
+    card = _card()
+    data = card.curves()
+    for task in ("DistShift", "DoorKey", "LavaGap"):
+        for alpha in (0.2, 0.6, 1.0):
+            full = [s for (t, a, s), rows in data.items()
+                    if (t, a) == (task, alpha) and card.full_length(rows)]
+            assert len(full) >= 2, (task, alpha, full)
+    names = [n for n in group_options("algorithm") if n.startswith("skyline_")]
+    assert len(names) == 7  # the benchmark's seven feature sets
+    steps = card.budget(data)
+    for name in names:
+        cfg = compose(["env=minigrid", f"algorithm={name}"], "coord")
+        assert cfg.algorithm.total_timesteps == steps, name
