@@ -25,12 +25,16 @@ def _row(step: int, reward: float, ci: float) -> dict:
             "eval/val_true/reward_ci95": ci}
 
 
-def test_plateau_step_against_the_best_and_against_the_last():
+def test_plateau_step_budget_and_gap_on_hand_made_curves():
     card = _card()
-    rows = [_row(1, 0.5, 0.1), _row(2, 0.85, 0.05), _row(3, 0.95, 0.05), _row(4, 0.7, 0.1)]
+    end = card.FULL
+    rows = [_row(1, 0.5, 0.1), _row(2, 0.85, 0.05), _row(3, 0.95, 0.05), _row(end, 0.7, 0.1)]
     assert card.plateau_step(rows) == 3  # best 0.95 ± 0.05: 0.85 (step 2) is below 0.90
     assert card.plateau_step(rows, rows[-1]) == 2  # a late dip to 0.7 ± 0.1: 0.85 >= 0.6
-    assert card.budget({"a": rows, "b": rows[:2]}) == 3  # the largest over curves
+    short = rows[:3]  # not run to 1.5M: no part in the budget
+    assert card.budget({"a": rows, "b": short}) == 2
+    gap, early, best = card.gap_at_budget(rows, 2)  # stopping at step 2 keeps 0.85 of 0.95
+    assert (round(gap, 6), early, best["global_step"]) == (0.1, 0.85, 3)
 
 
 def test_the_card_has_full_curves_and_the_yamls_train_its_budget():

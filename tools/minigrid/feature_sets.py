@@ -12,8 +12,10 @@ skyline_obs_dist,skyline_hidden_dist \\
 
 and prints, per task and set, the val_true reward of the checkpoint chosen on val_true
 (how the benchmark picks its best set), that checkpoint's test reward and expert fraction,
-and the winner per task. A set is *dominated* on a task when its val_true reward lies
-below the task's best by more than the best's 95% CI.
+and the winner per task and seed. A set is *dominated* on a task when its val_true reward
+lies below the best's (same task and seed) by more than the best's 95% CI. Sweeps of
+several seeds (``seed=0,1``) give one block per seed, and the sets dominated on no task
+under any seed.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from duo_cli.summaries import read_summary
 
 
 def rows(sweeps: list[Path], alpha: float) -> list[dict]:
-    """One row per skyline job and task at ``alpha`` (the first job found wins)."""
-    out: dict[tuple[str, str], dict] = {}
+    """One row per skyline job, task and seed at ``alpha`` (the first job found wins)."""
+    out: dict[tuple[str, str, int], dict] = {}
     for sweep in sweeps:
         for path in sorted(sweep.glob("*/summary.json")):
             job = read_summary(path)
@@ -36,29 +38,38 @@ def rows(sweeps: list[Path], alpha: float) -> list[dict]:
                 if abs(r.alpha - alpha) > 1e-9:
                     continue
                 chosen, val = r.validators["val_true"], r.validation["val_true"]
-                out.setdefault((job.task, job.method), {
+                out.setdefault((job.task, job.method, job.seed), {
                     "task": job.task, "set": job.method.removeprefix("skyline_"),
+                    "seed": job.seed,
                     "val_true": val["reward_mean"], "val_true_ci": val["reward_ci95"],
                     "test": chosen.test["reward_mean"], "test_ci": chosen.test["reward_ci95"],
                     "expert_frac": chosen.test.get("expert_frac", float("nan")),
                     "step": chosen.selected.get("global_step"), "job": str(path.parent)})
-    return sorted(out.values(), key=lambda r: (r["task"], -r["val_true"]))
+    return sorted(out.values(), key=lambda r: (r["task"], r["seed"], -r["val_true"]))
+
+
+def marks(data: list[dict]) -> list[str]:
+    """Per row: ``best``, ``within CI`` or ``dominated`` against its task and seed's best."""
+    best: dict[tuple[str, int], dict] = {}
+    for r in data:  # sorted: the first row of a task and seed is its best
+        best.setdefault((r["task"], r["seed"]), r)
+    out = []
+    for r in data:
+        b = best[(r["task"], r["seed"])]
+        out.append("best" if r is b else
+                   "dominated" if r["val_true"] < b["val_true"] - b["val_true_ci"] else "within CI")
+    return out
 
 
 def table(data: list[dict], alpha: float) -> str:
-    lines = [f"| task | feature set | val_true reward ± 95% CI (α={alpha:g}) | test reward ± "
-             "95% CI | expert frac (test) | chosen step | |",
-             "|---|---|---|---|---|---|---|"]
-    best: dict[str, dict] = {}
-    for r in data:
-        best.setdefault(r["task"], r)
-    for r in data:
-        b = best[r["task"]]
-        mark = ("**best**" if r is b else
-                "dominated" if r["val_true"] < b["val_true"] - b["val_true_ci"] else "within CI")
-        lines.append(f"| {r['task']} | {r['set']} | {r['val_true']:.3f} ± {r['val_true_ci']:.3f} "
-                     f"| {r['test']:.3f} ± {r['test_ci']:.3f} | {r['expert_frac']:.3f} | "
-                     f"{r['step']:,} | {mark} |")
+    lines = [f"| task | seed | feature set | val_true reward ± 95% CI (α={alpha:g}) | test "
+             "reward ± 95% CI | expert frac (test) | chosen step | |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r, mark in zip(data, marks(data), strict=True):
+        lines.append(f"| {r['task']} | {r['seed']} | {r['set']} | {r['val_true']:.3f} ± "
+                     f"{r['val_true_ci']:.3f} | {r['test']:.3f} ± {r['test_ci']:.3f} | "
+                     f"{r['expert_frac']:.3f} | {r['step']:,} | "
+                     f"{'**best**' if mark == 'best' else mark} |")
     return "\n".join(lines)
 
 
@@ -69,9 +80,12 @@ def main() -> None:
     args = p.parse_args()
     data = rows(args.sweeps, args.alpha)
     print(table(data, args.alpha))
-    for task in sorted({r["task"] for r in data}):
-        winner = next(r for r in data if r["task"] == task)
-        print(f"{task}: best set {winner['set']}")
+    labels = marks(data)
+    for r, mark in zip(data, labels, strict=True):
+        if mark == "best":
+            print(f"{r['task']} seed {r['seed']}: best set {r['set']}")
+    dominated = {r["set"] for r, mark in zip(data, labels, strict=True) if mark == "dominated"}
+    print("dominated on no task and seed:", ", ".join(sorted({r["set"] for r in data} - dominated)))
 
 
 if __name__ == "__main__":
