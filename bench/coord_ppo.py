@@ -13,13 +13,16 @@ the suite's two jobs gets on two cores).
 * ``coord_ppo_ratio_to_limit`` (target >= 0.85);
 * ``coord_ppo_baseline_sps`` and ``coord_ppo_speedup``: the same job on the tree of
   commit ``BASELINE`` (the loop before the change), run side by side, blocks interleaved;
+  The job is each tree's own composition of the same command: the baseline's 16 envs x 256
+  steps with an fp32 coordinator, today's 64 x 64 (``conf/algorithm/base/skyline_variant.yaml``)
+  with a bf16 obs encoder;
+* ``coord_ppo_baseline_same_shape_sps`` and ``coord_ppo_speedup_same_shape``: the baseline
+  tree run at today's rollout shape (64 x 64): what the loop and the precision gave alone;
 * ``coord_ppo_limit_speedup``: ``coord_ppo_limit_sps`` / ``coord_ppo_baseline_sps``, the
-  speed-up a loop with no overhead at all would show against the baseline on the same work.
-  It bounds ``coord_ppo_speedup``: where it is below the issue's 3x target, no loop change
-  reaches that target, and only less work per step (fewer or cheaper forwards) can.
+  speed-up a loop with no overhead at all would show against the baseline.
 
-``python bench/coord_ppo.py --train ROOT`` runs one training measurement on the duo tree
-at ``ROOT`` and prints its steps/s (used for both sides).
+``python bench/coord_ppo.py --train ROOT [OVERRIDE ...]`` runs one training measurement on
+the duo tree at ``ROOT`` and prints its steps/s (used for every side).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ BASELINE = "0d26e0e"
 JOB = ["benchmark=yrc_minigrid", "env.task=LavaGap", "algorithm=skyline_obs_hidden_dist",
        "coordination.expert_query_cost_weight=0.4"]
 ITERATIONS = 3
+#: today's rollout shape of the skyline variants, passed to the baseline tree
+SHAPE = ("env.num_envs=64", "algorithm.num_steps=64")
 
 
 def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
@@ -164,20 +169,21 @@ def _baseline_tree(tmp: Path) -> Path | None:
     return tree
 
 
-def _train_sps_subprocess(root: Path) -> float:
-    out = subprocess.run([sys.executable, __file__, "--train", str(root)], capture_output=True,
-                         text=True, check=True)
+def _train_sps_subprocess(root: Path, *overrides: str) -> float:
+    out = subprocess.run([sys.executable, __file__, "--train", str(root), *overrides],
+                         capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def main(blocks: int = 2) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = _baseline_tree(Path(tmp))
-        new, old, limit = [], [], []
+        new, old, old_shape, limit = [], [], [], []
         for _ in range(blocks):
             new.append(_train_sps_subprocess(ROOT))
             if baseline is not None:
                 old.append(_train_sps_subprocess(baseline))
+                old_shape.append(_train_sps_subprocess(baseline, *SHAPE))
             limit.append(limit_sps())
     # best of the blocks on each side: the least disturbed by other work on the machine
     emit("coord_ppo_sps", max(new), "{:.0f}")
@@ -186,11 +192,13 @@ def main(blocks: int = 2) -> None:
     if old:
         emit("coord_ppo_baseline_sps", max(old), "{:.0f}")
         emit("coord_ppo_speedup", max(new) / max(old))
+        emit("coord_ppo_baseline_same_shape_sps", max(old_shape), "{:.0f}")
+        emit("coord_ppo_speedup_same_shape", max(new) / max(old_shape))
         emit("coord_ppo_limit_speedup", max(limit) / max(old))
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--train"]:
-        print(train_sps(Path(sys.argv[2])))
+        print(train_sps(Path(sys.argv[2]), JOB + sys.argv[3:]))
     else:
         main()

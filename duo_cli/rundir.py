@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import math
@@ -173,6 +174,23 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
+def _claim_fresh_run_dir(parent: Path, name: str) -> Path:
+    """Create and return ``parent/name`` (or ``name-1``, ``name-2``, ...), the first free one.
+
+    Each name is claimed by an exclusive ``mkdir``, so two runs started in the same second
+    (two jobs side by side) get a dir each rather than writing into one.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count():
+        run_dir = parent / (name if i == 0 else f"{name}-{i}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise AssertionError("unreachable")
+
+
 def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
     """The run dir: ``cfg.run_dir`` or a fresh timestamped one; refuses to clobber.
 
@@ -199,18 +217,17 @@ def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
                     f"not empty ({shown}); choose another run_dir (or overwrite=true)"
                 )
     else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}-{cfg.env.task}-{cfg.algorithm.name}"
-        run_dir = Path("runs") / command / name
-        i = 1
-        while run_dir.exists():
-            run_dir = Path("runs") / command / f"{name}-{i}"
-            i += 1
-    created = not run_dir.exists()
+        run_dir = None
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.env.task}-{cfg.algorithm.name}"
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if run_dir is None:
+            run_dir, created = _claim_fresh_run_dir(Path("runs") / command, name), True
+        else:
+            created = not run_dir.exists()
+            run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create run dir {run_dir}: {exc.strerror or exc}") from None
+        where = run_dir or Path("runs") / command / name
+        raise ConfigError(f"cannot create run dir {where}: {exc.strerror or exc}") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"run dir {run_dir} is not writable")
     if claim is not None:
