@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -315,6 +316,21 @@ def test_resume_into_empty_dir_is_allowed(tmp_path, files):
     cfg = compose(["resume=true", f"run_dir={run_dir}"])
     assert make_run_dir(cfg, "agent") == run_dir
     assert list(run_dir.iterdir()) == []  # the stale temp file is gone
+
+
+def test_runs_started_in_the_same_second_get_their_own_dirs(tmp_path, monkeypatch):
+    """Two jobs side by side that start in the same second once shared one run dir."""
+    from duo_cli.rundir import make_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261206-181358")
+    cfg = compose([])
+    # the other job creates its dir between this job's look and its mkdir: a look
+    # sees nothing, so only an exclusive mkdir can tell the name is taken
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    dirs = [make_run_dir(cfg, "coord") for _ in range(3)]
+    assert len(set(dirs)) == 3 and all(d.is_dir() for d in dirs)
+    assert [d.name for d in dirs] == [f"{dirs[0].name}{s}" for s in ("", "-1", "-2")]
 
 
 # -- writes that fail ------------------------------------------------------------------------
