@@ -1,6 +1,7 @@
 """The skyline card (``tools/minigrid/skyline_card.py``): its budget rule on hand-made
 curves, and the shipped data it holds the suite to: curves to 1.5M steps, two seeds at
-α ∈ {0.2, 0.6, 1.0} on every task, and every ``skyline_*.yaml`` training the card's budget."""
+α ∈ {0.2, 0.6, 1.0} on every task, and every ``skyline_*.yaml`` training the card's budget
+with the rollout shape and precision the curves were run with."""
 
 from __future__ import annotations
 
@@ -53,3 +54,6 @@ def test_the_card_has_full_curves_and_the_yamls_train_its_budget():
     for name in names:
         cfg = compose(["env=minigrid", f"algorithm={name}"], "coord")
         assert cfg.algorithm.total_timesteps == steps, name
+        # the training the curves measured: their rollout shape and the bf16 obs encoder
+        shape = (cfg.env.num_envs, cfg.algorithm.num_steps, cfg.policy.bf16)
+        assert shape == card.CURVES_SHAPE, name

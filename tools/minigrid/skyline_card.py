@@ -2,8 +2,10 @@
 
 Each curve is one ``duo train --type coord benchmark=yrc_minigrid env.task=TASK
 algorithm=skyline_obs_hidden_dist coordination.alphas=null
-coordination.expert_query_cost_weight=ALPHA seed=SEED algorithm.eval_every=10`` run (16
-envs x 256 steps per iteration, val_true evaluated every 40,960 steps). ``--copy RUNS``
+coordination.expert_query_cost_weight=ALPHA seed=SEED algorithm.eval_every=10`` run (64
+envs x 64 steps per iteration, conf/algorithm/base/skyline_variant.yaml; val_true evaluated
+every 40,960 steps). The curves of the earlier 16 envs x 256 steps, fp32 skyline are kept
+under ``curves/16x256_fp32/`` (the before of the README's learning comparison). ``--copy RUNS``
 copies the evaluation rows of the run dirs ``RUNS/<task>/a<alpha>/s<seed>`` into
 ``checkpoints/minigrid/skyline/curves/`` (data, a few KB); the script then writes
 ``checkpoints/minigrid/skyline/curves.png`` and prints the card's table and the budget.
@@ -28,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "checkpoints" / "minigrid" / "skyline"
 KEYS = ("global_step", "eval/val_true/reward_mean", "eval/val_true/reward_ci95",
         "eval/val_true/expert_frac")
-FULL = 1_499_136  # the last iteration boundary at or below 1.5M (16 envs x 256 steps)
+#: the skyline training the curves measure (env.num_envs, algorithm.num_steps, policy.bf16):
+#: the skyline_*.yaml must train the same (tests/test_skyline_card.py)
+CURVES_SHAPE = (64, 64, True)
+FULL = 1_499_136  # the last iteration boundary at or below 1.5M (batches of 4,096 steps)
 
 
 def copy_curves(runs: Path) -> None:
@@ -65,9 +70,9 @@ def copy_sweep_curves(sweep: Path) -> None:
                 _copy_evals(metrics, name)
 
 
-def curves() -> dict[tuple[str, float, int], list[dict]]:
+def curves(where: Path = OUT / "curves") -> dict[tuple[str, float, int], list[dict]]:
     out = {}
-    for path in sorted((OUT / "curves").glob("*.jsonl")):
+    for path in sorted(where.glob("*.jsonl")):
         task, alpha, seed = path.stem.split("_")
         out[(task, float(alpha[1:]), int(seed[1:]))] = [json.loads(x) for x in open(path)]
     return out
@@ -171,17 +176,47 @@ def _curve(top, bottom, rows: list[dict], label: str, style: dict) -> None:
         bottom.plot(*zip(*frac, strict=True), marker="o", ms=2, lw=1.2, **style)
 
 
+#: the steps the before/after comparison reads (every curve is evaluated at each)
+COMPARE_AT = (204_800, 409_600, 819_200, 1_228_800, FULL)
+
+
+def compare(before: dict, after: dict) -> str:
+    """Markdown: val_true reward before and after at the same steps, on every curve run to
+    1.5M in both, and the mean difference per step (after - before)."""
+    keys = sorted(k for k in after if k in before and full_length(after[k])
+                  and full_length(before[k]))
+    head = " | ".join(f"{s:,}" for s in COMPARE_AT)
+    lines = [f"| task | α | seed | {head} | best |", "|" + " --- |" * (len(COMPARE_AT) + 4)]
+    diffs = [[] for _ in COMPARE_AT]
+    for key in keys:
+        at = [{r["global_step"]: r[KEYS[1]] for r in rows} for rows in (before[key], after[key])]
+        cells = []
+        for i, step in enumerate(COMPARE_AT):
+            diffs[i].append(at[1][step] - at[0][step])
+            cells.append(f"{at[0][step]:.3f} → {at[1][step]:.3f}")
+        best = [max(a.values()) for a in at]
+        lines.append(f"| {key[0]} | {key[1]:g} | {key[2]} | {' | '.join(cells)} | "
+                     f"{best[0]:.3f} → {best[1]:.3f} |")
+    means = " | ".join(f"{sum(d) / len(d):+.3f}" for d in diffs) if keys else ""
+    lines.append(f"| mean after - before ({len(keys)} curves) | | | {means} | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--copy", type=Path, help="run dirs RUNS/<task>/a<alpha>/s<seed> to copy")
     p.add_argument("--copy-sweep", type=Path, help="a yrc_minigrid sweep dir: its skyline "
                    "jobs' curves (every alpha), where the card has none yet")
+    p.add_argument("--compare", type=Path, help="a folder of earlier curves: print them "
+                   "against the card's at the same steps")
     args = p.parse_args()
     if args.copy:
         copy_curves(args.copy)
     if args.copy_sweep:
         copy_sweep_curves(args.copy_sweep)
     data = curves()
+    if args.compare:
+        print(compare(curves(args.compare), data), end="\n\n")
     print(table(data))
     steps = budget(data)
     full = {k: rows for k, rows in data.items() if full_length(rows)}
