@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 #: the commit whose PPO loop the speed-up is measured against (before issue 22)
 BASELINE = "0d26e0e"
@@ -87,39 +89,41 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
 
 
 def limit_sps() -> float:
-    """The job's work as isolated parts (see the module docstring): steps per second."""
+    """The job's work as isolated parts (see the module docstring): steps per second.
+
+    The parts replay one collection of the job itself (the untrained coordinator playing
+    CoordEnv from the training seed), so the env meets the same episodes, with as many
+    resets, as training does: the base env steps the recorded base actions, the novice runs
+    on every recorded frame, the coordinator on every recorded observation, the expert on
+    the recorded frames whose coordinator chose it.
+    """
     import torch
 
     cfg, problem, env, policy = _setup(ROOT)
+    from duo_cli.policies.base import sample_actions
+
     novice, expert = problem.agents["novice"], problem.agents["expert"]
     n, steps = env.num_envs, int(cfg.algorithm.num_steps)
+    obs, chose, base_actions = _record(env, policy, steps)
     base = env.base_env
-    frames, feats = [], []
-    f, _ = base.reset(seed=0)
-    t_env = t_novice = 0.0
-    with torch.no_grad():  # the env played by the novice, sampling (episodes as in training)
-        for _ in range(steps):
-            frames.append(f)
-            t0 = time.perf_counter()
-            out = novice.forward(torch.from_numpy(f))
-            feats.append((out.hidden.float(), out.logits.float()))
-            actions = torch.multinomial(out.logits.float().softmax(-1), 1).squeeze(-1).numpy()
-            t1 = time.perf_counter()
-            f = base.step(actions)[0]
-            t_novice, t_env = t_novice + t1 - t0, t_env + time.perf_counter() - t1
-    obs, chose = [], []
     with torch.no_grad():
         t0 = time.perf_counter()
-        for f, (h, lg) in zip(frames, feats, strict=True):
-            o = {"base_obs": torch.from_numpy(f), "novice_hidden": h, "novice_logits": lg}
-            logits = policy.forward(o).logits.float()
-            chose.append(torch.multinomial(logits.softmax(-1), 1).squeeze(-1).bool())
-            obs.append(o)
+        base.reset(seed=0)
+        for a in base_actions:
+            base.step(a)
+        t_env = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for o in obs:
+            sample_actions(novice.forward(o["base_obs"]).logits, 1.0)
+        t_novice = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for o in obs:
+            sample_actions(policy.forward(o).logits, 1.0)
         t_coord = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for f, rows in zip(frames, chose, strict=True):
+        for o, rows in zip(obs, chose, strict=True):
             if rows.any():
-                expert.forward(torch.from_numpy(f)[rows])
+                sample_actions(expert.forward(o["base_obs"][rows]).logits, 1.0)
         t_expert = time.perf_counter() - t0
     t_update = _update_time(policy, obs, cfg.algorithm)
     env.close()
@@ -128,6 +132,26 @@ def limit_sps() -> float:
                     ("expert", t_expert), ("update", t_update)):
         print(f"# limit part {name}: {t / total:.0%}", file=sys.stderr)
     return n * steps / total
+
+
+def _record(env, policy, steps: int) -> tuple[list[dict], list, list]:
+    """One collection of ``steps`` CoordEnv steps from seed 0, the coordinator sampling:
+    each step's observation (as tensors), the rows that chose the expert, the base actions."""
+    import torch
+
+    from duo_cli.policies.base import sample_actions
+
+    obs, chose, base_actions = [], [], []
+    o, _ = env.reset(seed=0)
+    with torch.no_grad():
+        for _ in range(steps):
+            o = {k: torch.from_numpy(np.array(v)) for k, v in o.items()}
+            action = sample_actions(policy.forward(o).logits, 1.0).numpy()
+            obs.append(o)
+            chose.append(torch.from_numpy(action == 1))
+            o, _, _, _, info = env.step(action)
+            base_actions.append(info["base_action"].copy())
+    return obs, chose, base_actions
 
 
 def _update_time(policy, obs: list, hp) -> float:
