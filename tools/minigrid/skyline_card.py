@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +188,7 @@ def compare(before: dict, after: dict) -> str:
                   and full_length(before[k]))
     head = " | ".join(f"{s:,}" for s in COMPARE_AT)
     lines = [f"| task | α | seed | {head} | best |", "|" + " --- |" * (len(COMPARE_AT) + 4)]
-    diffs = [[] for _ in COMPARE_AT]
+    diffs = [[] for _ in (*COMPARE_AT, 'best')]
     for key in keys:
         at = [{r["global_step"]: r[KEYS[1]] for r in rows} for rows in (before[key], after[key])]
         cells = []
@@ -197,8 +198,11 @@ def compare(before: dict, after: dict) -> str:
         best = [max(a.values()) for a in at]
         lines.append(f"| {key[0]} | {key[1]:g} | {key[2]} | {' | '.join(cells)} | "
                      f"{best[0]:.3f} → {best[1]:.3f} |")
-    means = " | ".join(f"{sum(d) / len(d):+.3f}" for d in diffs) if keys else ""
-    lines.append(f"| mean after - before ({len(keys)} curves) | | | {means} | |")
+        diffs[-1].append(best[1] - best[0])
+    # mean and median: one collapse (reward 0 or below) swings a mean by more than the
+    # differences the comparison is after
+    both = " | ".join(f"{statistics.mean(d):+.3f} ({statistics.median(d):+.3f})" for d in diffs)
+    lines.append(f"| after - before, mean (median) over {len(keys)} curves | | | {both} |")
     return "\n".join(lines)
 
 
