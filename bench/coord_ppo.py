@@ -17,7 +17,7 @@ the suite's two jobs gets on two cores).
   steps with an fp32 coordinator, today's 64 x 64 (``conf/algorithm/base/skyline_variant.yaml``)
   with a bf16 obs encoder;
 * ``coord_ppo_baseline_same_shape_sps`` and ``coord_ppo_speedup_same_shape``: the baseline
-  tree run at today's rollout shape (64 x 64): what the loop and the precision gave alone;
+  tree run at this tree's rollout shape of the job (64 x 64): what the loop and the precision gave alone;
 * ``coord_ppo_limit_speedup``: ``coord_ppo_limit_sps`` / ``coord_ppo_baseline_sps``, the
   speed-up a loop with no overhead at all would show against the baseline.
 
@@ -45,8 +45,6 @@ BASELINE = "0d26e0e"
 JOB = ["benchmark=yrc_minigrid", "env.task=LavaGap", "algorithm=skyline_obs_hidden_dist",
        "coordination.expert_query_cost_weight=0.4"]
 ITERATIONS = 3
-#: today's rollout shape of the skyline variants, passed to the baseline tree
-SHAPE = ("env.num_envs=64", "algorithm.num_steps=64")
 
 
 def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
@@ -193,6 +191,15 @@ def _baseline_tree(tmp: Path) -> Path | None:
     return tree
 
 
+def _shape() -> tuple[str, str]:
+    """This tree's rollout shape of the job, as overrides for the baseline tree."""
+    sys.path.insert(0, str(ROOT))
+    from duo_cli.config import compose
+
+    cfg = compose(JOB)
+    return f"env.num_envs={cfg.env.num_envs}", f"algorithm.num_steps={cfg.algorithm.num_steps}"
+
+
 def _train_sps_subprocess(root: Path, *overrides: str) -> float:
     out = subprocess.run([sys.executable, __file__, "--train", str(root), *overrides],
                          capture_output=True, text=True, check=True)
@@ -207,7 +214,7 @@ def main(blocks: int = 2) -> None:
             new.append(_train_sps_subprocess(ROOT))
             if baseline is not None:
                 old.append(_train_sps_subprocess(baseline))
-                old_shape.append(_train_sps_subprocess(baseline, *SHAPE))
+                old_shape.append(_train_sps_subprocess(baseline, *_shape()))
             limit.append(limit_sps())
     # best of the blocks on each side: the least disturbed by other work on the machine
     emit("coord_ppo_sps", max(new), "{:.0f}")

@@ -180,15 +180,17 @@ def _claim_fresh_run_dir(parent: Path, name: str) -> Path:
     Each name is claimed by an exclusive ``mkdir``, so two runs started in the same second
     (two jobs side by side) get a dir each rather than writing into one.
     """
-    parent.mkdir(parents=True, exist_ok=True)
-    for i in itertools.count():
-        run_dir = parent / (name if i == 0 else f"{name}-{i}")
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            continue
-        return run_dir
-    raise AssertionError("unreachable")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count():
+            run_dir = parent / (name if i == 0 else f"{name}-{i}")
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                continue
+            return run_dir
+    except OSError as exc:
+        raise ConfigError(f"cannot create run dir {parent / name}: {exc.strerror or exc}") from None
 
 
 def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
@@ -216,18 +218,14 @@ def make_run_dir(cfg: DictConfig, command: str, claim: Any = None) -> Path:
                     f"resume=true, but run dir {run_dir} has no last.pt to resume from and is "
                     f"not empty ({shown}); choose another run_dir (or overwrite=true)"
                 )
+        created = not run_dir.exists()
     else:
-        run_dir = None
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.env.task}-{cfg.algorithm.name}"
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.env.task}-{cfg.algorithm.name}"
+        run_dir, created = _claim_fresh_run_dir(Path("runs") / command, name), True
     try:
-        if run_dir is None:
-            run_dir, created = _claim_fresh_run_dir(Path("runs") / command, name), True
-        else:
-            created = not run_dir.exists()
-            run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        where = run_dir or Path("runs") / command / name
-        raise ConfigError(f"cannot create run dir {where}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot create run dir {run_dir}: {exc.strerror or exc}") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"run dir {run_dir} is not writable")
     if claim is not None:

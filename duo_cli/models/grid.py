@@ -48,8 +48,10 @@ class GridCNN(Model):
     def forward(self, obs: torch.Tensor) -> ModelOutput:
         # NCHW in contiguous memory: on 7x7 grids the convolutions and their backward run
         # ~1.2-1.4x faster than on the channels_last view of the NHWC frames
-        with trunk_precision(obs.device, self.bf16) as dtype:
-            x = obs.permute(0, 3, 1, 2).to(dtype, memory_format=torch.contiguous_format)
+        # scaled in fp32 (the codes are small integers, exact in either precision); under
+        # bf16 autocast the first convolution casts its input
+        x = obs.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        with trunk_precision(obs.device, self.bf16):
             hidden = self.trunk(x * self.scale)
         hidden = hidden.float()  # no-op in fp32
         return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
