@@ -162,6 +162,10 @@ def bench_coord_ppo() -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "coord_ppo.py")], check=False)
 
 
+def bench_precision() -> None:
+    subprocess.run([sys.executable, str(ROOT / "bench" / "precision.py")], check=False)
+
+
 def bench_eval_speed() -> None:
     subprocess.run([sys.executable, str(ROOT / "bench" / "eval_speed.py")], check=False)
 
@@ -177,6 +181,6 @@ def bench_serve() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(2)
     which = sys.argv[1:] or ["coord_env", "coord_ppo", "ppo", "eval", "eval_speed", "minigrid",
-                             "alpha_grid", "sweep", "serve", "serve_learn"]
+                             "alpha_grid", "sweep", "serve", "serve_learn", "precision"]
     for name in which:
         globals()[f"bench_{name}"]()

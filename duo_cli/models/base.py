@@ -57,19 +57,34 @@ def _bf16_autocast_available(device_type: str) -> bool:
     return True if is_bf16_supported is None else bool(is_bf16_supported())
 
 
+@functools.cache
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX-BF16), not torch's emulation.
+
+    Forward+backward of duo's nets, one thread, fp32 time over bf16 time
+    (``bench/precision.py``: lower instruction sets emulated on an AMD EPYC with
+    AVX512-BF16): 1.6-2.1 with AVX512-BF16; 0.4-0.9 with AVX512 alone; 0.06-0.13 with
+    AVX2, i.e. emulated bf16 is up to 16x slower than fp32.
+    """
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
 def trunk_dtype(device: torch.device | str, bf16: bool) -> torch.dtype:
     """The dtype a model's trunk computes in on ``device``: the one place this is decided.
 
     ``torch.bfloat16`` (input cast to bf16, trunk run under ``torch.autocast`` of the
-    device's type) when the model asks for ``bf16`` and torch can autocast to bf16 on
-    that device type; ``torch.float32`` (no autocast) otherwise. On CPU that is bf16
-    whenever asked, as it always was (emulated where the CPU lacks AVX512-BF16);
-    on a device without autocast (``meta``) or without bf16 the model silently runs in
-    fp32, with the same outputs' shapes.
+    device's type) when the model asks for ``bf16``, torch can autocast to bf16 on that
+    device type and, on a CPU, the CPU computes bf16 itself (:func:`cpu_computes_bf16`:
+    where torch emulates it, bf16 is 1.1-16x slower than fp32); ``torch.float32`` (no
+    autocast) otherwise. A device without autocast (``meta``) or without bf16, or such a
+    CPU, runs the model in fp32, silently, with the same outputs' shapes.
     """
     if not bf16:
         return torch.float32
     device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    if device_type == "cpu" and not cpu_computes_bf16():
+        return torch.float32
     return torch.bfloat16 if _bf16_autocast_available(device_type) else torch.float32
 
 

@@ -19,7 +19,8 @@ class GridCNN(Model):
     bf16 autocast when ``bf16`` (:func:`~duo_cli.models.base.trunk_precision`): the shipped
     agents (hidden 128) are fp32, where bf16 gains little; the coordinator's obs encoder
     (hidden 256, its 1024 x 256 layer half of the work) is bf16, 1.5-1.8x faster
-    forward+backward on a CPU with AVX512-BF16 (``bench/coord_ppo.py``).
+    forward+backward on a CPU with AVX512-BF16 (``bench/coord_ppo.py``); fp32 on a CPU
+    without bf16 arithmetic, where it would be 1.1-16x slower.
 
     :param num_actions: size of the discrete action space.
     :param hidden_dim: width of the hidden feature layer.

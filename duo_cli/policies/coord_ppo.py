@@ -70,7 +70,7 @@ class CoordPPOPolicy(CoordPolicy):
         features: list[str] = setting(choices=FEATURES, doc="CoordEnv features the net reads "
                                                              "(expert_* need open_expert)")
         hidden_dim: int = setting(low=1, doc="width of the hidden layer (and of the obs encoder)")
-        bf16: bool = setting(doc="run the obs encoder under bf16 autocast where supported")
+        bf16: bool = setting(doc="run the obs encoder under bf16 autocast where the device computes bf16")
         obs_model: dict[str, Any] | None = setting(doc="the model config node encoding obs")
 
     def __init__(self, cfg, env, device="cpu", seed=0):
