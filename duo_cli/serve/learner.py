@@ -101,8 +101,7 @@ class OnlineLearner:
         self.steps_per_update = int(steps_per_update)
         self.max_policy_lag = int(max_policy_lag)
         self.device = torch.device(device)
-        self.optimizer = torch.optim.Adam(policy.model.parameters(),
-                                          lr=ppo.hp.learning_rate, eps=1e-5)
+        self.optimizer = ppo.make_optimizer(policy.model)
         self.version = 0
         self.trained_steps = 0
         self.excluded: Counter[str] = Counter()
