@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.duo-installed
 # CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: help install test test-fast demo bench lint clean
+.PHONY: help install test test-fast test-avx2 demo bench lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -28,6 +28,10 @@ test: install  ## run the whole test suite (slow tests included)
 
 test-fast: install  ## skip tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-avx2: install  ## the whole suite as on an AVX2 CPU without bf16 (~20 min here)
+	PYTHONPATH=$(CURDIR)/tests/avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: install  ## the MiniGrid suite (3 tasks x 4 methods x 6 alphas) on the shipped agents, with report.md
 	$(BIN)/duo sweep benchmark=minigrid env.task=DoorKey,LavaGap,DistShift \
