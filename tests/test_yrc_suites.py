@@ -27,7 +27,7 @@ def test_suites_job_counts():
     assert sweep.validate(["benchmark=yrc_coinrun"]) == 16
     params = [o.input_line for o in sweep.sweep_overrides(["benchmark=yrc_minigrid"])]
     methods = next(p for p in params if p.startswith("algorithm=")).split("=")[1].split(",")
-    assert methods[:16] == NON_RL and methods[16:] == ["skyline_obs_hidden_dist"]
+    assert methods[:16] == NON_RL and methods[16:] == ["skyline_obs_dist"]
     cfg = compose(["benchmark=yrc_minigrid"], "coord")
     assert list(cfg.coordination.alphas) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert cfg.coordination.cost_decimals is None and cfg.env.random_action_prob == 0
