@@ -1,7 +1,7 @@
 """The skyline's feature sets compared at one α per task: the skyline card's table.
 
 Reads the skyline jobs (``traits.role == "skyline"``) of one or more ``duo sweep`` dirs,
-e.g. the ``yrc_minigrid`` suite (its ``skyline_obs_hidden_dist`` at every α) and a sweep of
+e.g. the ``yrc_minigrid`` suite (its default skyline set at every α) and a sweep of
 the other sets at one α::
 
     duo sweep benchmark=yrc_minigrid env.task=DistShift,DoorKey,LavaGap \\
