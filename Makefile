@@ -29,7 +29,7 @@ test: install  ## run the whole test suite (slow tests included)
 test-fast: install  ## skip tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-avx2: install  ## the whole suite as on an AVX2 CPU without bf16 (~20 min here)
+test-avx2: install  ## the whole suite as on an AVX2 CPU without bf16 (~9 min here)
 	PYTHONPATH=$(CURDIR)/tests/avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider
 
