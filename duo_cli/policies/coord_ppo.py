@@ -12,12 +12,17 @@ from torch import nn
 
 from duo_cli.errors import ConfigError
 from duo_cli.models import build_model
-from duo_cli.models.base import Model, ModelOutput, init_layer
+from duo_cli.models.base import Model, ModelOutput, init_layer, unique_rows
 from duo_cli.policies.base import sample_actions
 from duo_cli.policies.coord import CoordPolicy
 from duo_cli.settings import setting
 
 FEATURES = ("obs", "novice_hidden", "novice_dist", "expert_hidden", "expert_dist")
+
+
+def input_key(feature: str) -> str:
+    """The CoordEnv observation a feature reads (``obs`` -> ``base_obs``, ``*_dist`` -> ``*_logits``)."""
+    return "base_obs" if feature == "obs" else feature.replace("_dist", "_logits")
 
 
 class CoordNet(Model):
@@ -33,6 +38,8 @@ class CoordNet(Model):
                  bf16: bool = True, obs_model: Mapping[str, Any] | None = None):
         super().__init__()
         self.features = list(features)
+        #: the CoordEnv observation key each feature reads
+        self.inputs = [input_key(f) for f in self.features]
         self.hidden_dim = hidden_dim
         self.logit_dim = 2
         width = 0
@@ -50,16 +57,23 @@ class CoordNet(Model):
         self.value_head = init_layer(nn.Linear(hidden_dim, 1), std=1.0)
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> ModelOutput:
+        inputs = {key: obs[key] for key in self.inputs}
+        rows = unique_rows(*inputs.values())  # the net runs once per distinct input row
+        if rows is not None:
+            inputs = {key: value.index_select(0, rows[0]) for key, value in inputs.items()}
         parts = []
-        for f in self.features:
+        for f, key in zip(self.features, self.inputs, strict=True):
             if f == "obs":
-                parts.append(self.cnn(obs["base_obs"]).hidden)
+                parts.append(self.cnn(inputs[key]).hidden)
             elif f.endswith("_dist"):
-                parts.append(torch.softmax(obs[f.replace("_dist", "_logits")].float(), dim=-1))
+                parts.append(torch.softmax(inputs[key].float(), dim=-1))
             else:
-                parts.append(obs[f].float())
+                parts.append(inputs[key].float())
         hidden = self.mlp(torch.cat(parts, dim=-1))
-        return ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
+        out = ModelOutput(self.policy_head(hidden), self.value_head(hidden).squeeze(-1), hidden)
+        if rows is None:
+            return out
+        return ModelOutput(*(t.index_select(0, rows[1]) for t in out))
 
 
 class CoordPPOPolicy(CoordPolicy):
@@ -81,10 +95,9 @@ class CoordPPOPolicy(CoordPolicy):
                               f"{', '.join(FEATURES)}")
         space = env.single_observation_space
         for f in s.features:
-            key = f.replace("_dist", "_logits")
-            if f != "obs" and key not in space.spaces:
+            if f != "obs" and input_key(f) not in space.spaces:
                 raise ConfigError(f"policy.features {f!r} needs coordination.open_expert=true")
-        dims = {f: space[f.replace("_dist", "_logits")].shape[0] for f in s.features if f != "obs"}
+        dims = {f: space[input_key(f)].shape[0] for f in s.features if f != "obs"}
         self.model = CoordNet(list(s.features), dims, s.hidden_dim, s.bf16,
                               s.obs_model).to(self.device)
 
