@@ -44,7 +44,7 @@ BASELINE = "0d26e0e"
 #: the suite's skyline job on one task and alpha
 JOB = ["benchmark=yrc_minigrid", "env.task=LavaGap", "algorithm=skyline_obs_hidden_dist",
        "coordination.expert_query_cost_weight=0.4"]
-ITERATIONS = 3
+ITERATIONS = 6
 
 
 def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
@@ -86,44 +86,57 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
     return sps[len(sps) // 2]
 
 
-def limit_sps() -> float:
+def limit_sps(collections: int = 3) -> float:
     """The job's work as isolated parts (see the module docstring): steps per second.
 
-    The parts replay one collection of the job itself (the untrained coordinator playing
-    CoordEnv from the training seed), so the env meets the same episodes, with as many
-    resets, as training does: the base env steps the recorded base actions, the novice runs
-    on every recorded frame, the coordinator on every recorded observation, the expert on
-    the recorded frames whose coordinator chose it.
+    The parts replay ``collections`` collections of the job itself (the untrained
+    coordinator playing CoordEnv from the training seed), so the env meets the same
+    episodes, with as many resets, as training does; the last collection is timed: the
+    base env steps the recorded base actions, the novice runs on every recorded frame, the
+    coordinator on every recorded observation, the expert on the recorded frames whose
+    coordinator chose it. Each net runs as the loop runs it: the frozen agents memoised
+    (:class:`~duo_cli.models.rows.ForwardMemo`, warm from the earlier collections, as in
+    the loop's later iterations), the coordinator memoised afresh for the collection.
     """
     import torch
 
     cfg, problem, env, policy = _setup(ROOT)
+    from duo_cli.models.rows import ForwardMemo
     from duo_cli.policies.base import sample_actions
 
-    novice, expert = problem.agents["novice"], problem.agents["expert"]
+    agents = env.agents
     n, steps = env.num_envs, int(cfg.algorithm.num_steps)
-    obs, chose, base_actions = _record(env, policy, steps)
+    obs, chose, base_actions = _record(env, policy, steps * collections)
+    last = slice(steps * (collections - 1), None)
     base = env.base_env
+    novice, expert = ForwardMemo(agents.novice.forward), ForwardMemo(agents.expert.forward)
     with torch.no_grad():
-        t0 = time.perf_counter()
         base.reset(seed=0)
-        for a in base_actions:
+        for a in base_actions[:last.start]:
+            base.step(a)
+        t0 = time.perf_counter()
+        for a in base_actions[last]:
             base.step(a)
         t_env = time.perf_counter() - t0
+        for o, rows in zip(obs[:last.start], chose[:last.start], strict=True):
+            novice(o["base_obs"])
+            if rows.any():
+                expert(o["base_obs"][rows])
         t0 = time.perf_counter()
-        for o in obs:
-            sample_actions(novice.forward(o["base_obs"]).logits, 1.0)
+        for o in obs[last]:
+            sample_actions(novice(o["base_obs"]).logits, 1.0)
         t_novice = time.perf_counter() - t0
+        coordinator = ForwardMemo(policy.forward)
         t0 = time.perf_counter()
-        for o in obs:
-            sample_actions(policy.forward(o).logits, 1.0)
+        for o in obs[last]:
+            sample_actions(coordinator(o).logits, 1.0)
         t_coord = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for o, rows in zip(obs, chose, strict=True):
+        for o, rows in zip(obs[last], chose[last], strict=True):
             if rows.any():
-                sample_actions(expert.forward(o["base_obs"][rows]).logits, 1.0)
+                sample_actions(expert(o["base_obs"][rows]).logits, 1.0)
         t_expert = time.perf_counter() - t0
-    t_update = _update_time(policy, obs, cfg.algorithm)
+    t_update = _update_time(policy, obs[last], cfg.algorithm)
     env.close()
     total = t_env + t_novice + t_coord + t_expert + t_update
     for name, t in (("env", t_env), ("novice", t_novice), ("coordinator", t_coord),

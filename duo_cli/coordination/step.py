@@ -16,10 +16,12 @@ served episode follows exactly the rules an evaluated one does:
 * per-episode sums: return, base return, length, expert steps, switches
   (:class:`EpisodeSums`);
 * idle rows (an evaluation's rows that have played their quota) cost no forward: the
-  agents skip them unless they are recurrent, and their base action is ``IDLE_ACTION``.
+  agents skip them unless they are recurrent, and their base action is ``IDLE_ACTION``;
+* the agents are frozen: one whose model's inputs repeat (MiniGrid's views) is memoised
+  per distinct input row (:class:`~duo_cli.models.rows.ForwardMemo`).
 
-Nothing of duo's is imported but :func:`~duo_cli.policies.base.sample_actions`: this
-module sits below the coordination env and the server.
+Nothing of duo's is imported but :func:`~duo_cli.policies.base.sample_actions` and the
+memo: this module sits below the coordination env and the server.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from duo_cli.models.rows import ForwardMemo
 from duo_cli.policies.base import sample_actions
 
 NOVICE = 0
@@ -181,6 +184,14 @@ class AgentStep:
         self.device = torch.device(device)
         self.recurrent = bool(recurrent)
         self.expert_every_row = bool(expert_every_row) or self.open_expert or self.recurrent
+        self.novice_forward = self._forward_of(novice)
+        self.expert_forward = self._forward_of(expert)
+
+    def _forward_of(self, agent: Any) -> Any:
+        """``agent.forward``, memoised where its model's inputs repeat and it keeps no state."""
+        if self.recurrent or not getattr(getattr(agent, "model", None), "inputs_repeat", False):
+            return agent.forward
+        return ForwardMemo(agent.forward)
 
     def eval(self) -> None:
         self.novice.eval()
@@ -235,12 +246,12 @@ class AgentStep:
             h, k = self.novice.model.hidden_dim, self.novice.model.logit_dim
             eh, ek = (self.expert.model.hidden_dim, self.expert.model.logit_dim) if every else (0, 0)
             return np.zeros((0, h + k + 1 + (eh + ek + 1) * every), np.float32), (h, k, eh, ek)
-        out = self.novice.forward(x)
+        out = self.novice_forward(x)
         parts = [out.hidden.float(), out.logits.float(),
                  sample_actions(out.logits, self.temperature).unsqueeze(1).float()]
         eh = ek = 0
         if every:
-            eout = self.expert.forward(x)
+            eout = self.expert_forward(x)
             e_action = sample_actions(eout.logits, self.temperature)
             parts += [eout.hidden.float(), eout.logits.float(), e_action.unsqueeze(1).float()]
             eh, ek = eout.hidden.shape[1], eout.logits.shape[1]
@@ -270,6 +281,6 @@ class AgentStep:
                 out[rows] = observed.expert_action[rows]
             else:
                 idx = torch.from_numpy(np.flatnonzero(rows)).to(self.device)
-                eout = self.expert.forward(observed.obs_t.index_select(0, idx))
+                eout = self.expert_forward(observed.obs_t.index_select(0, idx))
                 out[rows] = sample_actions(eout.logits, self.temperature).cpu().numpy()
         return out

@@ -7,7 +7,6 @@ import functools
 from collections.abc import Iterator
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,10 +20,16 @@ class ModelOutput(NamedTuple):
 
 
 class Model(nn.Module):
-    """Base class: subclasses set ``hidden_dim`` and ``logit_dim`` and implement ``forward``."""
+    """Base class: subclasses set ``hidden_dim`` and ``logit_dim`` and implement ``forward``.
+
+    ``inputs_repeat``: the same input rows come back often (MiniGrid's views), so the
+    model runs once per distinct row and a frozen copy is worth memoising
+    (:mod:`duo_cli.models.rows`); its rows' outputs depend on their own input only.
+    """
 
     hidden_dim: int
     logit_dim: int
+    inputs_repeat: bool = False
 
     def forward(self, obs) -> ModelOutput:  # pragma: no cover - interface
         raise NotImplementedError
@@ -122,26 +127,3 @@ def frames_to_float(obs: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     """
     return obs.permute(0, 3, 1, 2).to(dtype).div_(255.0)
 
-
-def unique_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The distinct rows of a CPU batch: ``(first, inverse)`` with ``t[first][inverse]``
-    equal to ``t`` for each of ``tensors`` (a row is distinct when its bytes in any of
-    them differ), or ``None`` when every row is distinct (or the batch is on an
-    accelerator, where the forward it would save is cheap and the sort is a sync).
-
-    A model whose inputs repeat (MiniGrid's 7x7 views: 7% of the rows of a LavaGap
-    rollout are distinct, 30% on DoorKey, 0.5% on DistShift) runs on ``first`` only and
-    indexes its outputs with ``inverse``. That is the same function: autograd's backward
-    of the indexing sums each distinct row's gradients (in another order, so the last
-    bits of a fixed seed's numbers change).
-    """
-    n = tensors[0].shape[0]
-    if n < 2 or any(t.device.type != "cpu" or t.requires_grad for t in tensors):
-        return None
-    parts = [np.ascontiguousarray(t.numpy()).reshape(n, -1).view(np.uint8) for t in tensors]
-    rows = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-    keys = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).reshape(n)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    if len(first) == n:
-        return None
-    return torch.from_numpy(first), torch.from_numpy(inverse.reshape(n))

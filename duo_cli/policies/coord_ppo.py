@@ -12,7 +12,8 @@ from torch import nn
 
 from duo_cli.errors import ConfigError
 from duo_cli.models import build_model
-from duo_cli.models.base import Model, ModelOutput, init_layer, unique_rows
+from duo_cli.models.base import Model, ModelOutput, init_layer
+from duo_cli.models.rows import unique_rows
 from duo_cli.policies.base import sample_actions
 from duo_cli.policies.coord import CoordPolicy
 from duo_cli.settings import setting
@@ -48,6 +49,7 @@ class CoordNet(Model):
             spec = dict(obs_model or {"_target_": "duo_cli.models.cnn.SmallCNN"})
             spec.update(hidden_dim=hidden_dim, bf16=bf16)
             self.cnn = build_model(spec, "policy.obs_model", num_actions=1)
+            self.inputs_repeat = self.cnn.inputs_repeat
             width += hidden_dim
         for f in self.features:
             if f != "obs":
@@ -58,7 +60,7 @@ class CoordNet(Model):
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> ModelOutput:
         inputs = {key: obs[key] for key in self.inputs}
-        rows = unique_rows(*inputs.values())  # the net runs once per distinct input row
+        rows = unique_rows(*inputs.values()) if self.inputs_repeat else None
         if rows is not None:
             inputs = {key: value.index_select(0, rows[0]) for key, value in inputs.items()}
         parts = []
