@@ -4,12 +4,13 @@ The job is the suite's skyline: MiniGrid LavaGap, features obs + novice_hidden +
 novice_dist, the shipped agents, the suite's env count, one torch thread (what each of
 the suite's two jobs gets on two cores).
 
-* ``coord_ppo_sps``: env steps per second of ``PPO.train`` (median over iterations, the
-  first one warming up);
+* ``coord_ppo_sps``: env steps per second of ``PPO.train`` (median over ``ITERATIONS``
+  iterations after the first, which warms up; the agents' memos fill over the first few);
 * ``coord_ppo_limit_sps``: the same work as isolated parts, timed in the same run: base
   env steps, the novice forward on every row, the coordinator's forward (and sampling) on
   every row, the expert forward on the rows it chose, and the coordinator's
-  forward+backward+Adam step over every chunk of every epoch of the update;
+  forward+backward+Adam step over every chunk of every epoch of the update; each net run
+  as the loop runs it (on distinct rows, memoised: :func:`limit_sps`);
 * ``coord_ppo_ratio_to_limit`` (target >= 0.85);
 * ``coord_ppo_baseline_sps`` and ``coord_ppo_speedup``: the same job on the tree of
   commit ``BASELINE`` (the loop before the change), run side by side, blocks interleaved;
@@ -174,7 +175,7 @@ def _update_time(policy, obs: list, hp) -> float:
     minibatch = size // int(hp.num_minibatches)
     chunk = min(int(hp.chunk_size or minibatch), minibatch)
     model = policy.model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, eps=1e-5, fused=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, eps=1e-5, fused=True)  # as PPO's
     t0 = time.perf_counter()
     for _ in range(int(hp.update_epochs)):
         perm = torch.randperm(size)

@@ -21,7 +21,8 @@ class GridCNN(Model):
     agents (hidden 128) are fp32, where bf16 gains little; the coordinator's obs encoder
     (hidden 256, its 1024 x 256 layer half of the work) is bf16, 1.5-1.8x faster
     forward+backward on a CPU with AVX512-BF16 (``bench/coord_ppo.py``); fp32 on a CPU
-    without bf16 arithmetic, where it would be 1.1-16x slower.
+    without bf16 arithmetic, where it would be 1.1-16x slower. The trunk runs once per
+    distinct view of a batch (``inputs_repeat``, :mod:`duo_cli.models.rows`).
 
     :param num_actions: size of the discrete action space.
     :param hidden_dim: width of the hidden feature layer.
@@ -49,13 +50,13 @@ class GridCNN(Model):
         self.value_head = init_layer(nn.Linear(hidden_dim, 1), std=1.0)
 
     def forward(self, obs: torch.Tensor) -> ModelOutput:
+        rows = unique_rows(obs)  # views recur: the trunk runs on the distinct ones
+        if rows is not None:
+            obs = obs.index_select(0, rows[0])
         # NCHW in contiguous memory: on 7x7 grids the convolutions and their backward run
         # ~1.2-1.4x faster than on the channels_last view of the NHWC frames
         # scaled in fp32 (the codes are small integers, exact in either precision); under
         # bf16 autocast the first convolution casts its input
-        rows = unique_rows(obs)
-        if rows is not None:
-            obs = obs.index_select(0, rows[0])
         x = obs.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
         with trunk_precision(obs.device, self.bf16):
             hidden = self.trunk(x * self.scale)
