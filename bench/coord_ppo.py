@@ -220,7 +220,7 @@ def _train_sps_subprocess(root: Path, *overrides: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main(blocks: int = 2) -> None:
+def main(blocks: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = _baseline_tree(Path(tmp))
         new, old, old_shape, limit = [], [], [], []
