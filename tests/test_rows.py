@@ -85,6 +85,8 @@ def test_memo_forgets_at_capacity_and_stays_right():
     memo.clear()
     memo(torch.cat(rows_[:2]))
     assert calls == [2, 2, 2]
+    out = memo(torch.cat(rows_[:3]))  # more distinct rows than it may keep: all computed
+    assert calls == [2, 2, 2, 3] and out.value.tolist() == [0.0, 2.0, 4.0]
 
 
 def test_memo_of_a_mapping_keys_on_every_value():

@@ -72,7 +72,8 @@ class ForwardMemo:
 
     Each call runs ``forward`` once, on the rows (distinct among themselves) it has not
     met, and gathers every row's outputs from the rows met so far. ``capacity`` bounds
-    how many it keeps: when a call would pass it, it forgets them all and starts again.
+    how many it keeps: when a call would pass it, it forgets them all and starts again (a
+    batch with more distinct rows than that goes straight to ``forward``).
     Make a new memo (or :meth:`clear` it) when the weights change. A batch not on the CPU
     (or with grad) goes straight to ``forward``.
 
@@ -103,6 +104,8 @@ class ForwardMemo:
         if len(slots) + len(new) > self.capacity:
             slots.clear()
             new = {key: i for i, key in reversed(list(enumerate(keys)))}
+            if len(new) > self.capacity:  # more distinct rows than it may keep
+                return self.forward(obs)
         if new:
             rows = torch.tensor(list(new.values()), dtype=torch.long)
             self._put(list(new), self.forward(select_rows(obs, rows)))
