@@ -126,4 +126,3 @@ def frames_to_float(obs: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     autocast meets fp32 weights and fails.
     """
     return obs.permute(0, 3, 1, 2).to(dtype).div_(255.0)
-

@@ -29,6 +29,8 @@ class GridCNN(Model):
     :param channels: output channels of the three convolutions.
     """
 
+    inputs_repeat = True  # 7x7 views recur: the trunk runs once per distinct one
+
     def __init__(self, num_actions: int, hidden_dim: int = 128,
                  channels: tuple[int, ...] = (16, 32, 64), bf16: bool = False, **_: object):
         super().__init__()
@@ -42,7 +44,6 @@ class GridCNN(Model):
         )
         self.hidden_dim = hidden_dim
         self.logit_dim = num_actions
-        self.inputs_repeat = True  # 7x7 views: the trunk runs once per distinct one
         self.bf16 = bool(bf16)
         self.register_buffer("scale", 1.0 / torch.tensor(_CHANNEL_MAX).view(1, 3, 1, 1),
                              persistent=False)

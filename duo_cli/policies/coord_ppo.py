@@ -13,7 +13,7 @@ from torch import nn
 from duo_cli.errors import ConfigError
 from duo_cli.models import build_model
 from duo_cli.models.base import Model, ModelOutput, init_layer
-from duo_cli.models.rows import unique_rows
+from duo_cli.models.rows import select_rows, unique_rows
 from duo_cli.policies.base import sample_actions
 from duo_cli.policies.coord import CoordPolicy
 from duo_cli.settings import setting
@@ -62,7 +62,7 @@ class CoordNet(Model):
         inputs = {key: obs[key] for key in self.inputs}
         rows = unique_rows(*inputs.values()) if self.inputs_repeat else None
         if rows is not None:
-            inputs = {key: value.index_select(0, rows[0]) for key, value in inputs.items()}
+            inputs = select_rows(inputs, rows[0])
         parts = []
         for f, key in zip(self.features, self.inputs, strict=True):
             if f == "obs":
