@@ -5,7 +5,7 @@ novice_dist, the shipped agents, the suite's env count, one torch thread (what e
 the suite's two jobs gets on two cores).
 
 * ``coord_ppo_sps``: env steps per second of ``PPO.train`` (median over ``ITERATIONS``
-  iterations after the first, which warms up; the agents' memos fill over the first few);
+  iterations after ``WARMUP``: the agents' memos fill over the first few);
 * ``coord_ppo_limit_sps``: the same work as isolated parts, timed in the same run: base
   env steps, the novice forward on every row, the coordinator's forward (and sampling) on
   every row, the expert forward on the rows it chose, and the coordinator's
@@ -46,6 +46,8 @@ BASELINE = "0d26e0e"
 JOB = ["benchmark=yrc_minigrid", "env.task=LavaGap", "algorithm=skyline_obs_hidden_dist",
        "coordination.expert_query_cost_weight=0.4"]
 ITERATIONS = 6
+#: iterations before the timed ones: the limit times its third collection (two warm the memos)
+WARMUP = 2
 
 
 def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
@@ -68,8 +70,9 @@ def _setup(root: Path, job: list[str] = JOB):
 
 
 def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) -> float:
-    """``PPO.train`` of ``job`` for ``iterations`` + 1 iterations on the tree ``root``: the
-    median steps/s after the first (which warms up)."""
+    """``PPO.train`` of ``job`` for ``WARMUP`` + ``iterations`` iterations on the tree
+    ``root``: the median steps/s after the first ``WARMUP`` (the state the limit's parts
+    are timed in: the agents' memos warm from as many collections)."""
     from rich.console import Console
 
     cfg, problem, env, policy = _setup(root, job)
@@ -77,17 +80,18 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
 
     algo_cfg = dict(cfg.algorithm)
     batch = env.num_envs * int(algo_cfg["num_steps"])
-    algo_cfg.update(total_timesteps=batch * (iterations + 1), save_every=10**6, eval_every=0)
+    algo_cfg.update(total_timesteps=batch * (iterations + WARMUP), save_every=10**6,
+                    eval_every=0)
     with tempfile.TemporaryDirectory() as d:
         ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
         problem.algorithm_class(algo_cfg, ctx).train(policy, env, {})
         rows = [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
     env.close()
-    sps = sorted(r["sps"] for r in rows[1:])
+    sps = sorted(r["sps"] for r in rows[WARMUP:])
     return sps[len(sps) // 2]
 
 
-def limit_sps(collections: int = 3) -> float:
+def limit_sps(collections: int = WARMUP + 1) -> float:
     """The job's work as isolated parts (see the module docstring): steps per second.
 
     The parts replay ``collections`` collections of the job itself (the untrained
