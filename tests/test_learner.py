@@ -189,3 +189,22 @@ def test_update_increments_version_and_equals_in_process_ppo(tmp_path):
     for a, b in zip(served.policy.model.state_dict().values(),
                     ref_policy.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [17, 9, 3])
+def test_update_on_a_batch_that_does_not_divide_stays_finite(tmp_path, steps):
+    """A served batch of any size: 17 steps in 8 minibatches used to leave a last minibatch
+    of one row, whose normalised advantage (std of one value) was NaN, and so were the
+    weights after the step. Now the minibatches are 8 near-equal parts (sizes 2 or 3)."""
+    ppo = _ppo(tmp_path, num_minibatches=8)
+    policy = _Policy()
+    rollout = Rollout({"x": np.zeros((1, 2), np.float32)}, steps, 1)
+    for t in range(steps):
+        rollout.store_obs(t, {"x": np.array([[0.1 * t, -0.2 * t]], np.float32)})
+    rollout.actions[:, 0] = torch.arange(steps) % 2
+    rollout.logprobs[:] = -0.69
+    advantages = torch.linspace(-1.0, 1.0, steps).reshape(steps, 1)
+    stats = ppo.update(policy, ppo.make_optimizer(policy.model), rollout, advantages,
+                       advantages + 0.5)
+    assert all(np.isfinite(v) for v in stats.values()), stats
+    assert all(torch.isfinite(p).all() for p in policy.model.parameters())

@@ -162,7 +162,6 @@ class PPO(Algorithm):
         """
         hp = self.hp
         batch_size = rollout.num_steps * rollout.num_envs
-        minibatch_size = batch_size // hp.num_minibatches
         batch = {**rollout.flat(), "advantages": advantages.reshape(-1),
                  "returns": returns.reshape(-1)}
         stats = torch.zeros(len(STATS), device=rollout.device)
@@ -170,10 +169,12 @@ class PPO(Algorithm):
         policy.train()
         for _epoch in range(hp.update_epochs):
             perm = torch.randperm(batch_size).to(rollout.device)
-            for start in range(0, batch_size, minibatch_size):
-                mb = perm[start:start + minibatch_size]
+            # num_minibatches parts as equal as they come: a batch that does not divide (the
+            # serve learner's) leaves no minibatch of a row or two, whose advantages have no
+            # std (a one-row minibatch made them NaN, and the weights with them)
+            for mb in torch.tensor_split(perm, min(hp.num_minibatches, batch_size)):
                 mb_adv = batch["advantages"][mb]
-                if hp.norm_adv:
+                if hp.norm_adv and len(mb) > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 optimizer.zero_grad(set_to_none=True)
                 mb_kl = self._minibatch_backward(policy, rollout, batch, mb, mb_adv, stats)
