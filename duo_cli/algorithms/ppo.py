@@ -21,7 +21,7 @@ from duo_cli.algorithms.base import Algorithm, AlgorithmResult, BestKeeper
 from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_device
 from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_policy
 from duo_cli.errors import ConfigError, first_line
-from duo_cli.models.rows import ForwardMemo
+from duo_cli.models.rows import memoised
 from duo_cli.rundir import RunContext
 from duo_cli.settings import setting
 from duo_cli.tables import metrics_progress, print_eval_table
@@ -114,9 +114,8 @@ class PPO(Algorithm):
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
         policy.eval()
-        forward = policy.forward
-        if getattr(getattr(policy, "model", None), "inputs_repeat", False):
-            forward = ForwardMemo(forward)  # the weights stay fixed for the whole rollout
+        # the weights stay fixed for the whole rollout
+        forward = memoised(policy.forward, getattr(policy, "model", None))
         obs_t = to_device(next_obs, device)
         logprobs, values, actions = rollout.logprobs, rollout.values, rollout.actions
         rewards, dones = rollout.rewards, rollout.dones

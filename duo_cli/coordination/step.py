@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from duo_cli.models.rows import ForwardMemo
+from duo_cli.models.rows import memoised
 from duo_cli.policies.base import sample_actions
 
 NOVICE = 0
@@ -189,9 +189,9 @@ class AgentStep:
 
     def _forward_of(self, agent: Any) -> Any:
         """``agent.forward``, memoised where its model's inputs repeat and it keeps no state."""
-        if self.recurrent or not getattr(getattr(agent, "model", None), "inputs_repeat", False):
+        if self.recurrent:
             return agent.forward
-        return ForwardMemo(agent.forward)
+        return memoised(agent.forward, getattr(agent, "model", None))
 
     def eval(self) -> None:
         self.novice.eval()

@@ -67,6 +67,12 @@ def select_rows(obs: Any, rows: torch.Tensor) -> Any:
     return obs.index_select(0, rows)
 
 
+def memoised(forward: Callable[[Any], ModelOutput], model: Any) -> Callable[[Any], ModelOutput]:
+    """``forward`` as a :class:`ForwardMemo` where ``model`` declares ``inputs_repeat``,
+    else ``forward`` itself. Only for weights that stay fixed while it is used."""
+    return ForwardMemo(forward) if getattr(model, "inputs_repeat", False) else forward
+
+
 class ForwardMemo:
     """``forward`` memoised per input row, for as long as the weights behind it stay fixed.
 

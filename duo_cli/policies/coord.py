@@ -59,6 +59,14 @@ class CoordPolicy(Policy):
         return ", ".join(f"{k}={_short(v)}" for k, v in self.get_params().items())
 
 
+def input_key(feature: str) -> str:
+    """The CoordEnv observation a coordinator feature reads: ``obs`` (or ``base_obs``) ->
+    ``base_obs``, ``<agent>_dist`` -> ``<agent>_logits`` (its softmax), any other key itself."""
+    if feature in ("obs", "base_obs"):
+        return "base_obs"
+    return feature[:-len("_dist")] + "_logits" if feature.endswith("_dist") else feature
+
+
 def as_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 

@@ -15,15 +15,10 @@ from duo_cli.models import build_model
 from duo_cli.models.base import Model, ModelOutput, init_layer
 from duo_cli.models.rows import select_rows, unique_rows
 from duo_cli.policies.base import sample_actions
-from duo_cli.policies.coord import CoordPolicy
+from duo_cli.policies.coord import CoordPolicy, input_key
 from duo_cli.settings import setting
 
 FEATURES = ("obs", "novice_hidden", "novice_dist", "expert_hidden", "expert_dist")
-
-
-def input_key(feature: str) -> str:
-    """The CoordEnv observation a feature reads (``obs`` -> ``base_obs``, ``*_dist`` -> ``*_logits``)."""
-    return "base_obs" if feature == "obs" else feature.replace("_dist", "_logits")
 
 
 class CoordNet(Model):

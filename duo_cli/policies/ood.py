@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from duo_cli.errors import ConfigError
-from duo_cli.policies.coord import CoordPolicy, as_numpy
+from duo_cli.policies.coord import CoordPolicy, as_numpy, input_key
 from duo_cli.settings import setting
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ class Features:
         self.keys: list[str] = []
         self.scale: dict[str, np.ndarray] = {}
         for p in parts:
-            key = "base_obs" if p in OBS else p.replace("_dist", "_logits") if p.endswith(
-                "_dist") else p
+            key = input_key(p)
             if keys and key not in keys:
                 raise ConfigError(f"unknown policy.feature part {p!r}; valid choices: {choices}")
             if p in OBS and keys:
@@ -70,7 +69,7 @@ class Features:
                 if p in self.scale:
                     x = x * self.scale[p].astype(np.float32)
             elif p.endswith("_dist"):
-                z = as_numpy(obs[p.replace("_dist", "_logits")]).astype(np.float64)
+                z = as_numpy(obs[input_key(p)]).astype(np.float64)
                 e = np.exp(z - z.max(axis=1, keepdims=True))
                 x = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
             else:
