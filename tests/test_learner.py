@@ -102,6 +102,29 @@ def test_segments_gae_by_hand(tmp_path):
     assert learner._running["b"].steps[0].value == pytest.approx(v_pending)
 
 
+def test_segments_of_different_lengths_get_each_its_own_gae(tmp_path):
+    """One GAE over right-aligned segments equals GAE run on each segment alone."""
+    from duo_cli.serve.learner import Segment, ServedStep
+
+    learner = OnlineLearner(_Policy(), _ppo(tmp_path), steps_per_update=1, max_policy_lag=1)
+    rng = np.random.default_rng(0)
+    shapes = [(3, True, 0.0), (1, False, 0.7), (5, False, -0.4), (2, True, 0.0)]
+    segments = [Segment([ServedStep(_obs(float(rng.random())), 0, -0.5, float(rng.normal()), 0,
+                                    float(rng.normal())) for _ in range(n)], ended, boot, f"e{i}")
+                for i, (n, ended, boot) in enumerate(shapes)]
+    _, adv, ret = learner.batch(segments)
+    want = []
+    for seg in segments:
+        rewards = torch.tensor([[s.reward] for s in seg.steps])
+        values = torch.tensor([[s.value] for s in seg.steps])
+        a, _ = compute_gae(rewards, values, torch.zeros_like(rewards),
+                           torch.tensor([seg.bootstrap]), torch.tensor([float(seg.ended)]),
+                           0.9, 0.8)
+        want.append(a)
+    torch.testing.assert_close(adv, torch.cat(want), rtol=0, atol=0)  # the same float ops
+    assert ret.shape == (11, 1)
+
+
 def test_ratio_is_one_for_server_sampled_steps(tmp_path):
     """The logged behaviour log-probability is the policy's own: PPO's first ratio is 1."""
     policy = _Policy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,13 +52,22 @@ class RewardScaler:
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.ret = self.ret * self.gamma + reward
-        self._update(self.ret)
+        self._update(self.ret.mean(), self.ret.var(), self.ret.size)
         self.ret[done] = 0.0
-        scaled = reward / np.sqrt(self.var + self.epsilon)
-        return np.clip(scaled, -self.clip, self.clip)
+        return np.clip(reward / self._std(), -self.clip, self.clip)
 
-    def _update(self, x: np.ndarray) -> None:
-        batch_mean, batch_var, batch_count = x.mean(), x.var(), x.size
+    def scale_one(self, reward: float, ret: float, done: bool) -> tuple[float, float]:
+        """One env's step in plain floats (what ``__call__`` does for one env, ~20x
+        faster): ``(scaled reward, return after it)`` from its discounted return ``ret``."""
+        ret = ret * self.gamma + reward
+        self._update(ret, 0.0, 1)
+        return min(max(reward / self._std(), -self.clip), self.clip), 0.0 if done else ret
+
+    def _std(self) -> float:
+        return math.sqrt(self.var + self.epsilon)
+
+    def _update(self, batch_mean: float, batch_var: float, batch_count: int) -> None:
+        """Merge a batch's mean and variance of returns into the running ones."""
         delta = batch_mean - self.mean
         total = self.count + batch_count
         self.mean += delta * batch_count / total
@@ -78,7 +88,7 @@ def _alloc_obs(obs: Any, steps: int, device: torch.device) -> Any:
     return torch.zeros((steps, *arr.shape), dtype=arr.dtype, device=device)
 
 
-def _store_obs(buf: Any, t: int, obs: Any) -> None:
+def _store_obs(buf: Any, t: int | slice, obs: Any) -> None:
     if isinstance(buf, dict):
         for k, v in buf.items():
             _store_obs(v, t, obs[k])
@@ -126,8 +136,9 @@ class Rollout:
         self.dones = torch.zeros(shape, device=self.device)
         self.values = torch.zeros(shape, device=self.device)
 
-    def store_obs(self, t: int, obs: Any) -> None:
-        """Copy ``obs`` (tensors, or arrays of the same structure) into step ``t``."""
+    def store_obs(self, t: int | slice, obs: Any) -> None:
+        """Copy ``obs`` (tensors, or arrays of the same structure) into step ``t`` (or the
+        steps of a slice, ``obs`` then with a leading step axis)."""
         _store_obs(self.obs, t, obs)
 
     def obs_rows(self, idx: torch.Tensor) -> Any:

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae
+from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_tensor
+from duo_cli.models.rows import memoised
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class OnlineLearner:
         self._running: dict[str, _Running] = {}
         self._segments: list[Segment] = []
         self._complete = 0
+        #: the coordinator's forward while its weights stay fixed (memoised per row where
+        #: its inputs repeat, as in PPO's collection); a new one after each update
+        self._forward = memoised(policy.forward, getattr(policy, "model", None))
 
     # -- acting ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -123,7 +127,7 @@ class OnlineLearner:
             log-probability of the choice and the value (all from one forward).
         """
         self.policy.eval()
-        out = self.policy.forward(coord_obs)
+        out = self._forward(to_tensor(coord_obs))
         logp_all = out.logits.float().log_softmax(-1)
         action = torch.multinomial(logp_all.exp(), 1)
         logprob = logp_all.gather(-1, action).squeeze(-1)
@@ -215,6 +219,7 @@ class OnlineLearner:
         rollout, advantages, returns = self.batch(segments)
         self.last_stats = self.ppo.update(self.policy, self.optimizer, rollout, advantages,
                                           returns)
+        self._forward = memoised(self.policy.forward, getattr(self.policy, "model", None))
         self.version += 1
         self.trained_steps += rollout.num_steps
         logger.info("update %d on %d served steps", self.version, rollout.num_steps)
@@ -222,31 +227,38 @@ class OnlineLearner:
 
     def batch(self, segments: list[Segment]
               ) -> tuple[Rollout, torch.Tensor, torch.Tensor]:
-        """Segments as a one-column rollout with GAE advantages and returns per segment."""
-        gamma, lam = self.ppo.hp.gamma, self.ppo.hp.gae_lambda
+        """Segments as a one-column rollout with GAE advantages and returns per segment.
+
+        The segments' GAE runs as one :func:`compute_gae` over their columns, each right
+        aligned (padded before its first step), so that each ends at the last row, where
+        its own bootstrap and end apply; the padding lies in the past of every real step,
+        which GAE never reads.
+        """
         steps = [s for seg in segments for s in seg.steps]
-        rollout = Rollout({k: v[None] for k, v in steps[0].obs.items()}, len(steps), 1,
-                          self.device)
-        for t, s in enumerate(steps):
-            rollout.store_obs(t, {k: torch.as_tensor(v)[None] for k, v in s.obs.items()})
+        dev = self.device
+        obs = {k: torch.from_numpy(np.stack([s.obs[k] for s in steps]))[:, None]
+               for k in steps[0].obs}
+        rollout = Rollout({k: v[0] for k, v in obs.items()}, len(steps), 1, dev)
+        rollout.store_obs(slice(None), obs)
         rewards = self._scaled_rewards(segments)
         cols = torch.tensor([[s.action, s.logprob, s.value, r] for s, r in zip(
             steps, rewards, strict=True)], dtype=torch.float64)
-        rollout.actions[:, 0] = cols[:, 0].long().to(self.device)
-        rollout.logprobs[:, 0] = cols[:, 1].float().to(self.device)
-        rollout.values[:, 0] = cols[:, 2].float().to(self.device)
-        rollout.rewards[:, 0] = cols[:, 3].float().to(self.device)
-        advantages, start = [], 0
-        for seg in segments:
-            end = start + len(seg.steps)
-            adv, _ = compute_gae(
-                rollout.rewards[start:end], rollout.values[start:end],
-                torch.zeros(end - start, 1, device=self.device),
-                torch.tensor([seg.bootstrap], device=self.device),
-                torch.tensor([float(seg.ended)], device=self.device), gamma, lam)
-            advantages.append(adv)
-            start = end
-        adv = torch.cat(advantages)
+        rollout.actions[:, 0] = cols[:, 0].long().to(dev)
+        rollout.logprobs[:, 0] = cols[:, 1].float().to(dev)
+        rollout.values[:, 0] = cols[:, 2].float().to(dev)
+        rollout.rewards[:, 0] = cols[:, 3].float().to(dev)
+        lengths = [len(seg.steps) for seg in segments]
+        longest = max(lengths)
+        row = torch.cat([torch.arange(longest - n, longest) for n in lengths]).to(dev)
+        col = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)]).to(dev)
+        padded = torch.zeros(2, longest, len(segments), device=dev)
+        padded[0, row, col] = rollout.rewards[:, 0]
+        padded[1, row, col] = rollout.values[:, 0]
+        ends = torch.tensor([[seg.bootstrap, float(seg.ended)] for seg in segments],
+                            device=dev)
+        adv, _ = compute_gae(padded[0], padded[1], torch.zeros_like(padded[0]), ends[:, 0],
+                             ends[:, 1], self.ppo.hp.gamma, self.ppo.hp.gae_lambda)
+        adv = adv[row, col][:, None]
         return rollout, adv, adv + rollout.values
 
     def _scaled_rewards(self, segments: list[Segment]) -> list[float]:
@@ -261,9 +273,9 @@ class OnlineLearner:
                     out.append(s.reward)
                     continue
                 done = seg.ended and i == len(seg.steps) - 1
-                self.scaler.ret = np.array([self._returns.get(seg.key, 0.0)])
-                out.append(float(self.scaler(np.array([s.reward]), np.array([done]))[0]))
-                self._returns[seg.key] = float(self.scaler.ret[0])
+                scaled, self._returns[seg.key] = self.scaler.scale_one(
+                    s.reward, self._returns.get(seg.key, 0.0), done)
+                out.append(scaled)
             if seg.ended:
                 self._returns.pop(seg.key, None)
         return out
