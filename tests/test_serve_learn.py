@@ -20,6 +20,7 @@ from duo_cli.client import DuoClient
 from duo_cli.config import ConfigError, compose
 from duo_cli.envs.minigrid import MiniGridVecEnv
 from duo_cli.serve.learning import read_updates
+from duo_cli.serve.metrics import prometheus
 from duo_cli.serve.server import BackgroundServer
 from duo_cli.serve.store import read_episodes
 
@@ -107,7 +108,7 @@ def test_excluded_steps_are_counted_and_never_trained(ppo_coord, tmp_path):
             duo.log_returns(ok, 0.5)
             duo.act(ok, obs)
             duo.end_episode(ok)
-            metrics = srv.service.metrics()
+            metrics = prometheus(srv.service)
         segments = {s.key: s for s in learner.take_segments()}
     assert learner.excluded["training_disabled"] == 3
     assert learner.excluded["application_action"] == 1

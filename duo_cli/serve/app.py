@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from duo_cli.serve.metrics import prometheus
 from duo_cli.serve.service import Service
 from duo_cli.serve.wire import ApiError, parse_body
 
@@ -77,7 +78,7 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
     @app.get("/metrics")
     async def metrics(request: Request):
         gate.guard(request)
-        return PlainTextResponse(service.metrics())
+        return PlainTextResponse(prometheus(service))
 
     @app.post("/v1/episodes")
     async def start_episode(request: Request):

@@ -67,12 +67,21 @@ class MicroBatcher:
         return len(self._queue)
 
     async def submit(self, item: Any) -> Any:
+        (result,) = await self.submit_many([item])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def submit_many(self, items: Sequence[Any]) -> list[Any]:
+        """Queue ``items`` together (they go into the same batch, up to ``max_batch``);
+        their results, an item's exception in its place."""
         if self._task is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((item, fut))
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._queue.extend(zip(items, futures, strict=True))
         self._wake.set()
-        return await fut
+        return await asyncio.gather(*futures, return_exceptions=True)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

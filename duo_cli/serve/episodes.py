@@ -71,6 +71,24 @@ class Episode:
     def touch(self) -> None:
         self.last_seen = time.monotonic()
 
+    def replay(self, call: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached answer when ``call`` is retried with the same ``request_id``."""
+        rid = body.get("request_id")
+        if rid is None:
+            return None
+        if not isinstance(rid, str) or not 0 < len(rid) <= 128:
+            raise ApiError(422, "request_id must be a string of 1 to 128 characters")
+        last = self.last_request
+        if last is not None and last[0] == call and last[1] == rid:
+            return last[2]
+        return None
+
+    def remember(self, call: str, body: dict[str, Any], out: dict[str, Any]) -> None:
+        """Keep ``out`` as the answer to a retry of ``call`` (when it has a ``request_id``)."""
+        rid = body.get("request_id")
+        if rid is not None:
+            self.last_request = (call, rid, out)
+
     def require(self, *states: str, call: str) -> None:
         if self.state not in states:
             hint = {ACTING: "an act of this episode is still being answered",

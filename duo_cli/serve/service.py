@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from duo_cli.serve.episodes import (
     Episode,
     EpisodeTable,
 )
-from duo_cli.serve.learner import EXCLUDED
 from duo_cli.serve.learning import save_learner
 from duo_cli.serve.store import EpisodeLog
 
@@ -56,7 +56,8 @@ class Service:
         self.counts = {"episodes_started": 0, "episodes_ended": 0, "episodes_truncated": 0,
                        "episodes_abandoned": 0, "episodes_interrupted": 0, "acts": 0,
                        "expert_steps": 0, "cost": 0.0, "rejected_429": 0}
-        self.act_seconds: list[float] = []
+        #: the latest acts' latencies (``/metrics``' quantiles)
+        self.act_seconds: deque[float] = deque(maxlen=10_000)
         self._reaper: asyncio.Task | None = None
         self.started = time.time()
         #: the run dir (set by :func:`duo_cli.serve.server.build`): where learning saves
@@ -140,21 +141,52 @@ class Service:
         return {"episode_id": ep.episode_id, "expert": "external" if external else "model"}
 
     async def act(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        ep, replay = self._open(episode_id, body, "act", ("observation", "request_id"), READY)
-        if replay is not None:
-            return replay
-        obs = wire.decode_observation(body.get("observation"), self.coord.observation_space)
-        ep.state = ACTING
-        ep.touch()
+        (out,) = await self._acts([(episode_id, body)])
+        if isinstance(out, wire.ApiError):
+            raise out
+        return out
+
+    async def _acts(self, calls: list[tuple[str, dict[str, Any]]]
+                    ) -> list[dict[str, Any] | wire.ApiError]:
+        """Episodes' acts answered by one batch (per call: the answer, or the refusal);
+        then one PPO update if the learner has enough complete steps."""
+        out: list[Any] = [None] * len(calls)
+        pending = []
+        for i, (episode_id, body) in enumerate(calls):
+            try:
+                ep, out[i] = self._open(episode_id, body, "act", ("observation", "request_id"),
+                                        READY)
+                if out[i] is None:
+                    obs = wire.decode_observation(body.get("observation"),
+                                                  self.coord.observation_space)
+                    ep.state = ACTING
+                    ep.touch()
+                    pending.append((i, ep, obs, body))
+            except wire.ApiError as exc:
+                out[i] = exc
+        if not pending:
+            return out
         t0 = time.perf_counter()
         try:
-            decision = await self.batcher.submit((obs, ep.policy, ep.external_expert))
+            decisions = await self.batcher.submit_many(
+                [(obs, ep.policy, ep.external_expert) for _, ep, obs, _ in pending])
         finally:
-            ep.state = READY
-            ep.touch()
-        self.act_seconds.append(time.perf_counter() - t0)
-        if len(self.act_seconds) > 10_000:
-            del self.act_seconds[:5_000]
+            for _, ep, _, _ in pending:
+                ep.state = READY
+                ep.touch()
+        self.act_seconds.extend([time.perf_counter() - t0] * len(pending))
+        for (i, ep, obs, body), decision in zip(pending, decisions, strict=True):
+            if isinstance(decision, BaseException):
+                raise decision
+            out[i] = self._record_act(ep, obs, body, decision)
+        learner = self.coord.learner
+        if learner is not None and learner.ready:
+            await self._learn()
+        return out
+
+    def _record_act(self, ep: Episode, obs: Any, body: dict[str, Any], decision: Any
+                    ) -> dict[str, Any]:
+        """Log one answered act (episode, counts, learner) and return its answer."""
         row = self.log.add_observation(obs)
         cost = ep.record_step(decision.actor, decision.action, decision.novice_action,
                               self.coord.expert_cost, self.coord.switch_cost,
@@ -168,7 +200,7 @@ class Service:
                "action": decision.action, "novice_action": decision.novice_action, "cost": cost,
                "p_expert": decision.p_expert, "model_version": decision.version,
                "model_updates": decision.updates}
-        _remember(ep, "act", body, out)
+        ep.remember("act", body, out)
         learner = self.coord.learner
         if learner is not None:
             if not ep.training_enabled:
@@ -176,8 +208,6 @@ class Service:
             else:
                 learner.on_act(ep.episode_id, decision.coord_obs, decision.actor,
                                decision.logprob, decision.value, cost)
-                if learner.ready:
-                    await self._learn()
         return out
 
     async def step(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -205,16 +235,11 @@ class Service:
                     acts.append(i)
             except wire.ApiError as exc:
                 out[i] = {"error": exc.message, "status": exc.status}
-        results = await asyncio.gather(
-            *(self.act(items[i]["episode_id"], {"observation": items[i]["observation"]})
-              for i in acts), return_exceptions=True)
+        results = await self._acts([(items[i]["episode_id"],
+                                     {"observation": items[i]["observation"]}) for i in acts])
         for i, res in zip(acts, results, strict=True):
-            if isinstance(res, wire.ApiError):
-                out[i] = {"error": res.message, "status": res.status}
-            elif isinstance(res, BaseException):
-                raise res
-            else:
-                out[i] = res
+            out[i] = ({"error": res.message, "status": res.status}
+                      if isinstance(res, wire.ApiError) else res)
         return {"results": out}
 
     async def _step_prelude(self, item: Any) -> dict[str, Any] | None:
@@ -297,7 +322,7 @@ class Service:
                 self.coord.learner.on_break(ep.episode_id, "application_action")
             out = {"episode_id": ep.episode_id, "step": ep.length - 1, "actor": "application",
                    "action": action, "cost": 0.0}
-        _remember(ep, "log_action", body, out)
+        ep.remember("log_action", body, out)
         return out
 
     def log_returns(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -318,7 +343,7 @@ class Service:
         if info:
             ep.info = info
         out = {"episode_id": ep.episode_id, "base_return": ep.base_return}
-        _remember(ep, "returns", body, out)
+        ep.remember("returns", body, out)
         return out
 
     async def end(self, episode_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -343,7 +368,7 @@ class Service:
         gets its cached answer, any other must find the episode in one of ``states``."""
         wire.check_keys(body, keys, call)
         ep = self.table.get(episode_id)
-        replay = _replay(ep, call, body)
+        replay = ep.replay(call, body)
         if replay is None:
             ep.require(*states, call=call)
         return ep, replay
@@ -353,44 +378,3 @@ class Service:
         if body.get("observation") is None:
             return None
         return wire.decode_observation(body["observation"], self.coord.observation_space)
-
-    def metrics(self) -> str:
-        """Prometheus text format."""
-        b = self.batcher
-        lat = sorted(self.act_seconds)
-        lines = [f"duo_serve_{k}_total {v}" for k, v in self.counts.items()]
-        lines += [f"duo_serve_active_episodes {len(self.table.live)}",
-                  f"duo_serve_queue_depth {b.depth}",
-                  f"duo_serve_batches_total {b.batches}",
-                  f"duo_serve_batched_acts_total {b.items}",
-                  f"duo_serve_batch_size_max {b.max_seen}"]
-        learner = self.coord.learner
-        if learner is not None:
-            lines += [f"duo_serve_model_updates {learner.version}",
-                      f"duo_serve_trained_steps_total {learner.trained_steps}"]
-            lines += [f'duo_serve_excluded_steps_total{{reason="{k}"}} {learner.excluded[k]}'
-                      for k in EXCLUDED]
-        for q in (0.5, 0.99):
-            if lat:
-                lines.append(f'duo_serve_act_seconds{{quantile="{q}"}} '
-                             f"{lat[min(len(lat) - 1, int(q * len(lat)))]:.6f}")
-        return "\n".join(lines) + "\n"
-
-
-def _replay(ep: Episode, call: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    """The cached answer when a call is retried with the same ``request_id``."""
-    rid = body.get("request_id")
-    if rid is None:
-        return None
-    if not isinstance(rid, str) or not 0 < len(rid) <= 128:
-        raise wire.ApiError(422, "request_id must be a string of 1 to 128 characters")
-    last = ep.last_request
-    if last is not None and last[0] == call and last[1] == rid:
-        return last[2]
-    return None
-
-
-def _remember(ep: Episode, call: str, body: dict[str, Any], out: dict[str, Any]) -> None:
-    rid = body.get("request_id")
-    if rid is not None:
-        ep.last_request = (call, rid, out)
