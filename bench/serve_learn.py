@@ -4,8 +4,8 @@ The task is MiniGrid LavaGap with the shipped agents and a PPO coordinator (``al
 features obs + novice_hidden + novice_dist), 16 envs x ``NUM_STEPS`` steps per update, one
 torch thread on each side:
 
-* in process: ``PPO.train`` (``duo train --type coord``), steps/s over whole iterations
-  (collection and update);
+* in process: ``PPO.train`` (``duo train --type coord``) on the hard variant the served
+  games play, steps/s over whole iterations (collection and update);
 * through the server: a real ``duo serve CKPT serve.learn=true`` process; this process is
   the application, stepping 16 concurrent LavaGap games with the async client, one
   ``POST /v1/step`` per round (each game's reward, end, start and act), while the server
