@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_tensor
+from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_device
 from duo_cli.models.rows import memoised
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class OnlineLearner:
             log-probability of the choice and the value (all from one forward).
         """
         self.policy.eval()
-        out = self._forward(to_tensor(coord_obs))
+        out = self._forward(to_device(coord_obs, self.device))  # the memo: CPU only
         logp_all = out.logits.float().log_softmax(-1)
         action = torch.multinomial(logp_all.exp(), 1)
         logprob = logp_all.gather(-1, action).squeeze(-1)
