@@ -212,6 +212,9 @@ def test_step_call_serves_many_episodes_per_request_item_by_item(ppo_coord, tmp_
                                {"episode_id": "c", "start": True}])
             assert second[0]["status"] == "truncated" and second[0]["base_return"] == 1.0
             assert second[1]["step"] == 1 and second[2]["episode_id"] == "c"
+            # one episode twice in a request: the first act is answered, the second refused
+            twice = duo.step([{"episode_id": "b", "observation": obs}] * 2)
+            assert twice[0]["step"] == 2 and twice[1]["status"] == 409
             duo.end_episode("b")
             duo.end_episode("c")
         segments = {s.key: s for s in srv.service.coord.learner.take_segments()}

@@ -35,14 +35,17 @@ KEYS = ("global_step", "eval/val_true/reward_mean", "eval/val_true/reward_ci95",
 #: the skyline_*.yaml must train the same (tests/test_skyline_card.py)
 CURVES_SHAPE = (64, 64, True)
 FULL = 1_499_136  # the last iteration boundary at or below 1.5M (batches of 4,096 steps)
+#: the feature sets with curves to 1.5M, and where their curves are: obs_hidden_dist (the
+#: card's first curves) and obs_dist (the suite's default set); the budget holds for both
+SETS = {"obs_hidden_dist": OUT / "curves", "obs_dist": OUT / "curves" / "obs_dist"}
 
 
-def copy_curves(runs: Path) -> None:
+def copy_curves(runs: Path, feature_set: str = "obs_hidden_dist") -> None:
     """The evaluation rows of every finished or running curve under ``runs``."""
-    (OUT / "curves").mkdir(parents=True, exist_ok=True)
+    SETS[feature_set].mkdir(parents=True, exist_ok=True)
     for metrics in sorted(runs.glob("*/a*/s*/metrics.jsonl")):
         seed, alpha, task = metrics.parent.name, metrics.parent.parent.name, metrics.parents[2].name
-        _copy_evals(metrics, OUT / "curves" / f"{task}_{alpha}_{seed}.jsonl")
+        _copy_evals(metrics, SETS[feature_set] / f"{task}_{alpha}_{seed}.jsonl")
 
 
 def _copy_evals(metrics: Path, name: Path) -> None:
@@ -77,6 +80,16 @@ def curves(where: Path = OUT / "curves") -> dict[tuple[str, float, int], list[di
         task, alpha, seed = path.stem.split("_")
         out[(task, float(alpha[1:]), int(seed[1:]))] = [json.loads(x) for x in open(path)]
     return out
+
+
+def all_curves() -> dict[str, dict[tuple[str, float, int], list[dict]]]:
+    """Every feature set's curves (``SETS``)."""
+    return {name: curves(where) for name, where in SETS.items()}
+
+
+def suite_budget(sets: dict[str, dict]) -> int:
+    """The budget over the curves of every feature set (:func:`budget`'s rule on each)."""
+    return max(budget(data) for data in sets.values() if any(map(full_length, data.values())))
 
 
 def plateau_step(rows: list[dict], ref: dict | None = None) -> int:
@@ -130,9 +143,10 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(data: dict, budget: int) -> Path:
+def plot(data: dict, budget: int, feature_set: str = "obs_hidden_dist") -> Path:
     """val_true reward (± 95% CI, top row) and expert fraction (bottom row) per task; one
-    colour per α, solid seed 0, dashed seed 1; the budget marked."""
+    colour per α, solid seed 0, dashed seed 1; the budget marked. ``curves.png`` for
+    obs_hidden_dist, ``curves_<set>.png`` for another set."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,13 +167,13 @@ def plot(data: dict, budget: int) -> Path:
         for ax in (top, bottom):
             ax.axvline(budget, color="k", ls=":", lw=1.5, label=f"budget {budget:,}")
             ax.grid(alpha=0.3)
-        top.set_title(f"{task}: skyline val_true reward")
+        top.set_title(f"{task}: skyline ({feature_set}) val_true reward")
         bottom.set_title(f"{task}: expert fraction on val_true")
         bottom.set_xlabel("coordinator env steps")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
-    path = OUT / "curves.png"
+    path = OUT / ("curves.png" if feature_set == "obs_hidden_dist" else f"curves_{feature_set}.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
@@ -209,30 +223,43 @@ def compare(before: dict, after: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--copy", type=Path, help="run dirs RUNS/<task>/a<alpha>/s<seed> to copy")
+    p.add_argument("--set", default="obs_hidden_dist", choices=sorted(SETS),
+                   help="the feature set the --copy runs trained")
     p.add_argument("--copy-sweep", type=Path, help="a yrc_minigrid sweep dir: its skyline "
                    "jobs' curves (every alpha), where the card has none yet")
     p.add_argument("--compare", type=Path, help="a folder of earlier curves: print them "
                    "against the card's at the same steps")
     args = p.parse_args()
     if args.copy:
-        copy_curves(args.copy)
+        copy_curves(args.copy, args.set)
     if args.copy_sweep:
         copy_sweep_curves(args.copy_sweep)
-    data = curves()
+    sets = all_curves()
     if args.compare:
-        print(compare(curves(args.compare), data), end="\n\n")
-    print(table(data))
-    steps = budget(data)
+        print(compare(curves(args.compare), sets["obs_hidden_dist"]), end="\n\n")
+    steps = suite_budget(sets)
+    for name, data in sets.items():
+        print(f"## {name}\n\n{table(data)}\n")
+        _report_budget(data, steps, name)
+        print(f"plot: {plot(data, steps, name)}\n")
+    print(f"budget over every set (the issue's rule): {steps:,}")
+
+
+def _report_budget(data: dict, steps: int, name: str) -> None:
+    """A set's own budget, the stricter rule's, and what stopping at ``steps`` costs each
+    of its curves run to 1.5M."""
     full = {k: rows for k, rows in data.items() if full_length(rows)}
-    print(f"\nbudget (the issue's rule, {len(full)} curves run to 1.5M): {steps:,}; the "
-          f"stricter rule (vs each curve's best): {max(map(plateau_step, full.values())):,}")
+    if not full:
+        return
+    print(f"{name}: budget (the issue's rule, {len(full)} curves run to 1.5M) "
+          f"{budget(data):,}; the stricter rule (vs each curve's best): "
+          f"{max(map(plateau_step, full.values())):,}")
     for (task, alpha, seed), rows in sorted(full.items()):
         gap, early, best = gap_at_budget(rows, steps)
         inside = "within" if gap <= best[KEYS[2]] else "OUTSIDE"
         print(f"{task} α={alpha:g} seed {seed}: best up to the budget {early:.3f}, overall "
               f"{best[KEYS[1]]:.3f} ± {best[KEYS[2]]:.3f} at {best['global_step']:,}: gap "
               f"{gap:.3f} ({inside} its CI)")
-    print(f"plot: {plot(data, steps)}")
 
 
 if __name__ == "__main__":
