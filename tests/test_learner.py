@@ -11,7 +11,7 @@ from rich.console import Console
 from torch import nn
 
 from duo_cli.algorithms.ppo import PPO
-from duo_cli.algorithms.rollout import Rollout, compute_gae
+from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae
 from duo_cli.models.base import ModelOutput
 from duo_cli.rundir import RunContext
 from duo_cli.serve.learner import OnlineLearner
@@ -231,3 +231,16 @@ def test_update_on_a_batch_that_does_not_divide_stays_finite(tmp_path, steps):
                        advantages + 0.5)
     assert all(np.isfinite(v) for v in stats.values()), stats
     assert all(torch.isfinite(p).all() for p in policy.model.parameters())
+
+
+def test_reward_scaler_one_env_in_floats_equals_the_array_form():
+    """``scale_one`` is ``__call__`` for one env: the same doubles, step by step (and clipped)."""
+    rng = np.random.default_rng(2)
+    arrays, floats = RewardScaler(1, 0.9), RewardScaler(1, 0.9)
+    ret = 0.0
+    for t in range(50):
+        reward, done = float(rng.normal() * 3 + (1e3 if t == 7 else 0.0)), t % 6 == 5
+        want = float(arrays(np.array([reward]), np.array([done]))[0])
+        got, ret = floats.scale_one(reward, ret, done)
+        assert got == want and ret == float(arrays.ret[0])
+    assert floats.state_dict() == arrays.state_dict()

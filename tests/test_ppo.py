@@ -334,19 +334,6 @@ def test_reward_scaler_normalises_scale():
     assert (clipped <= scaler.clip).all()
 
 
-def test_reward_scaler_one_env_in_floats_equals_the_array_form():
-    """``scale_one`` is ``__call__`` for one env: the same doubles, step by step (and clipped)."""
-    rng = np.random.default_rng(2)
-    arrays, floats = RewardScaler(1, 0.9), RewardScaler(1, 0.9)
-    ret = 0.0
-    for t in range(50):
-        reward, done = float(rng.normal() * 3 + (1e3 if t == 7 else 0.0)), t % 6 == 5
-        want = float(arrays(np.array([reward]), np.array([done]))[0])
-        got, ret = floats.scale_one(reward, ret, done)
-        assert got == want and ret == float(arrays.ret[0])
-    assert floats.state_dict() == arrays.state_dict()
-
-
 def test_checkpoint_file_not_world_unreadable(tmp_path):
     """Checkpoints get the permissions of an ordinary file (umask), not mkstemp's 0600."""
     umask = os.umask(0)
