@@ -36,9 +36,11 @@ KEYS = ("global_step", "eval/val_true/reward_mean", "eval/val_true/reward_ci95",
 CURVES_SHAPE = (64, 64, True)
 FULL = 1_499_136  # the last iteration boundary at or below 1.5M (batches of 4,096 steps)
 #: the feature sets with curves to 1.5M, and where their curves are: obs_hidden_dist (the
-#: skyline's features, whose curves set the budget, issue 22's item 3) and obs_dist (the
-#: suite's default set, chosen at that budget, item 4: its curves check the budget)
-SETS = {"obs_hidden_dist": OUT / "curves", "obs_dist": OUT / "curves" / "obs_dist"}
+#: skyline's features, whose curves set the budget, issue 22's item 3), obs_dist (the
+#: suite's default set, chosen at that budget, item 4: its curves check the budget) and
+#: obs (dominated on no task over two seeds in the feature-set comparison)
+SETS = {"obs_hidden_dist": OUT / "curves", "obs_dist": OUT / "curves" / "obs_dist",
+        "obs": OUT / "curves" / "obs"}
 BUDGET_SET = "obs_hidden_dist"
 
 
@@ -219,14 +221,18 @@ def compare(before: dict, after: dict) -> str:
 
 def sets_at_budget(sets: dict[str, dict], steps: int) -> str:
     """Markdown: per task, α and seed, each set's best val_true reward up to ``steps`` (what
-    the skyline's val_true choice keeps at the budget), on the curves every set ran."""
+    the skyline's val_true choice keeps at the budget), on its curves run to 1.5M."""
     names = list(sets)
-    keys = sorted(set.intersection(*(set(data) for data in sets.values())))
+    keys = sorted(k for k in set.union(*(set(data) for data in sets.values()))
+                  if any(k in data and full_length(data[k]) for data in sets.values()))
     lines = [f"| task | α | seed | {' | '.join(names)} |", "|" + " --- |" * (len(names) + 3)]
     for key in keys:
         cells = []
         for name in names:
-            rows = [r for r in sets[name][key] if r["global_step"] <= steps]
+            rows = [r for r in sets[name].get(key, []) if r["global_step"] <= steps]
+            if not rows or not full_length(sets[name][key]):
+                cells.append("-")  # not run (to 1.5M) for this set
+                continue
             best = max(rows, key=lambda r: r[KEYS[1]])
             cells.append(f"{best[KEYS[1]]:.3f} ± {best[KEYS[2]]:.3f}")
         lines.append(f"| {key[0]} | {key[1]:g} | {key[2]} | {' | '.join(cells)} |")
@@ -252,6 +258,8 @@ def main() -> None:
         print(compare(curves(args.compare), sets["obs_hidden_dist"]), end="\n\n")
     steps = budget(sets[BUDGET_SET])
     for name, data in sets.items():
+        if not data:
+            continue
         print(f"## {name}\n\n{table(data)}\n")
         _report_budget(data, steps, name)
         print(f"plot: {plot(data, steps, name)}\n")
