@@ -113,11 +113,15 @@ class OnlineLearner:
         self._running: dict[str, _Running] = {}
         self._segments: list[Segment] = []
         self._complete = 0
-        #: the coordinator's forward while its weights stay fixed (memoised per row where
-        #: its inputs repeat, as in PPO's collection); a new one after each update
-        self._forward = memoised(policy.forward, getattr(policy, "model", None))
+        #: the coordinator's forward while its weights stay fixed: a new one after each update
+        self._forward = self._fixed_forward()
 
     # -- acting ---------------------------------------------------------------------------
+    def _fixed_forward(self) -> Any:
+        """The coordinator's forward for as long as its weights stay as they are now:
+        memoised per row where its inputs repeat (as in PPO's collection)."""
+        return memoised(self.policy.forward, getattr(self.policy, "model", None))
+
     @torch.no_grad()
     def choose(self, coord_obs: dict[str, np.ndarray]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -219,7 +223,7 @@ class OnlineLearner:
         rollout, advantages, returns = self.batch(segments)
         self.last_stats = self.ppo.update(self.policy, self.optimizer, rollout, advantages,
                                           returns)
-        self._forward = memoised(self.policy.forward, getattr(self.policy, "model", None))
+        self._forward = self._fixed_forward()
         self.version += 1
         self.trained_steps += rollout.num_steps
         logger.info("update %d on %d served steps", self.version, rollout.num_steps)
