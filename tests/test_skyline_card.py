@@ -1,8 +1,10 @@
 """The skyline card (``tools/minigrid/skyline_card.py``): its budget rule on hand-made
 curves, and the shipped data it holds the suite to: curves to 1.5M steps, two seeds at
 α ∈ {0.2, 0.6, 1.0} on every task, for the skyline's features (whose curves set the budget)
-and for every feature set the suite trains by default, and every ``skyline_*.yaml``
-training the card's budget with the rollout shape and precision the curves were run with."""
+and for every feature set the suite trains by default, every ``skyline_*.yaml``
+training the card's budget with the rollout shape and precision the curves were run with,
+and the suite's default sets being those its feature-set comparison finds dominated on no
+task."""
 
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from duo_cli.config import compose, group_options
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _card():
+def _card(name: str = "skyline_card"):
     spec = importlib.util.spec_from_file_location(
-        "skyline_card", ROOT / "tools" / "minigrid" / "skyline_card.py")
+        name, ROOT / "tools" / "minigrid" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,13 +45,38 @@ def test_plateau_step_budget_and_gap_on_hand_made_curves():
     assert (round(gap, 6), early, best["global_step"]) == (0.1, 0.85, 3)
 
 
+def _suite_skylines() -> list[str]:
+    suite = yaml.safe_load((ROOT / "conf" / "benchmark" / "yrc_minigrid.yaml").read_text())
+    return [a.removeprefix("skyline_")
+            for a in suite["hydra"]["sweeper"]["params"]["algorithm"].split(",")
+            if a.startswith("skyline_")]
+
+
+def test_the_suite_trains_the_sets_dominated_on_no_task():
+    sets = _card("feature_sets")
+    data = sets.read()
+    # the comparison covers the seven sets on every task at two seeds
+    assert {(r["task"], r["seed"]) for r in data} == {
+        (t, s) for t in ("DistShift", "DoorKey", "LavaGap") for s in (0, 1)}
+    assert len({r["set"] for r in data}) == 7 and len(data) == 42
+    assert sorted(_suite_skylines()) == sets.undominated(data)
+
+
+def test_dominated_means_below_the_best_by_more_than_its_ci():
+    sets = _card("feature_sets")
+    data = [{"task": "T", "seed": 0, "set": s, "val_true": v, "val_true_ci": 0.1}
+            for s, v in (("a", 0.9), ("b", 0.81), ("c", 0.79))]
+    data += [{"task": "U", "seed": 0, "set": s, "val_true": v, "val_true_ci": 0.01}
+             for s, v in (("b", 0.5), ("a", 0.45), ("c", 0.495))]
+    assert sets.marks(data) == ["best", "within CI", "dominated", "best", "dominated",
+                                "within CI"]
+    assert sets.undominated(data) == ["b"]  # a: dominated on U; c: on T
+
+
 def test_the_card_has_full_curves_and_the_yamls_train_its_budget():
     card = _card()
     sets = card.all_curves()
-    suite = yaml.safe_load((ROOT / "conf" / "benchmark" / "yrc_minigrid.yaml").read_text())
-    trained = [a.removeprefix("skyline_")
-               for a in suite["hydra"]["sweeper"]["params"]["algorithm"].split(",")
-               if a.startswith("skyline_")]
+    trained = _suite_skylines()
     assert trained and all(name in sets for name in trained), trained
     for name in {card.BUDGET_SET, *trained}:  # the budget's set and the sets the suite trains
         for task in ("DistShift", "DoorKey", "LavaGap"):

@@ -15,15 +15,20 @@ and prints, per task and set, the val_true reward of the checkpoint chosen on va
 and the winner per task and seed. A set is *dominated* on a task when its val_true reward
 lies below the best's (same task and seed) by more than the best's 95% CI. Sweeps of
 several seeds (``seed=0,1``) give one block per seed, and the sets dominated on no task
-under any seed.
+under any seed. ``--write`` keeps the rows as the card's data
+(``checkpoints/minigrid/skyline/feature_sets.json``): the suite's default skyline sets are
+the sets it names as dominated on no task (``tests/test_skyline_card.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from duo_cli.summaries import read_summary
+
+DATA = Path(__file__).resolve().parents[2] / "checkpoints" / "minigrid" / "skyline" / "feature_sets.json"
 
 
 def rows(sweeps: list[Path], alpha: float) -> list[dict]:
@@ -61,6 +66,26 @@ def marks(data: list[dict]) -> list[str]:
     return out
 
 
+def undominated(data: list[dict]) -> list[str]:
+    """The sets dominated on no task under any seed (item 4: the suite's default)."""
+    dominated = {r["set"] for r, mark in zip(data, marks(data), strict=True) if mark == "dominated"}
+    return sorted({r["set"] for r in data} - dominated)
+
+
+def write(data: list[dict], alpha: float, path: Path = DATA) -> None:
+    """The rows (without their job dirs) as the card's data, written atomically."""
+    kept = [{k: v for k, v in r.items() if k != "job"} for r in data]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"alpha": alpha, "rows": kept}, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read(path: Path = DATA) -> list[dict]:
+    """The card's rows, in ``rows``' order."""
+    data = json.loads(path.read_text())["rows"]
+    return sorted(data, key=lambda r: (r["task"], r["seed"], -r["val_true"]))
+
+
 def table(data: list[dict], alpha: float) -> str:
     lines = [f"| task | seed | feature set | val_true reward ± 95% CI (α={alpha:g}) | test "
              "reward ± 95% CI | expert frac (test) | chosen step | |",
@@ -77,15 +102,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("sweeps", type=Path, nargs="+", help="duo sweep dirs")
     p.add_argument("--alpha", type=float, default=0.6)
+    p.add_argument("--write", action="store_true", help=f"keep the rows in {DATA.name}")
     args = p.parse_args()
     data = rows(args.sweeps, args.alpha)
+    if args.write:
+        write(data, args.alpha)
     print(table(data, args.alpha))
     labels = marks(data)
     for r, mark in zip(data, labels, strict=True):
         if mark == "best":
             print(f"{r['task']} seed {r['seed']}: best set {r['set']}")
-    dominated = {r["set"] for r, mark in zip(data, labels, strict=True) if mark == "dominated"}
-    print("dominated on no task and seed:", ", ".join(sorted({r["set"] for r in data} - dominated)))
+    print("dominated on no task and seed:", ", ".join(undominated(data)))
 
 
 if __name__ == "__main__":
