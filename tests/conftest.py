@@ -54,3 +54,20 @@ def tiny_agents(tmp_path_factory) -> dict:
         "evaluation.num_envs=2", "torch_threads=1", "progress=false",
     ]
     return {"dir": d, "paths": paths, "overrides": overrides}
+
+
+@pytest.fixture(scope="session")
+def coordinators(tiny_agents, tmp_path_factory) -> dict[str, Path]:
+    """Trained tiny coordinator checkpoints: logit (stateless) and ask_every_k (stateful)."""
+    from duo_cli.commands.train_coord import train_coord
+    from duo_cli.config import compose
+
+    out = {}
+    root = tmp_path_factory.mktemp("coords")
+    for method, extra in (("logit", ["algorithm.fit_steps=8"]),
+                          ("ask_every_k", ["algorithm.candidates=[3]"])):
+        cfg = compose([*tiny_agents["overrides"], f"algorithm={method}",
+                       f"run_dir={root / method}", "coordination.switch_agent_cost_weight=0.5",
+                       *extra], "coord")
+        out[method] = train_coord(cfg, Console(file=io.StringIO())) / "best_val_sim.pt"
+    return out

@@ -6,150 +6,25 @@ import asyncio
 import importlib.util
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
+from served import OBS, REPO
+from served import server as _server
 
 from duo_cli.client import DuoClient, ServeError
 from duo_cli.config import ConfigError, compose
-from duo_cli.serve.batcher import MicroBatcher
-from duo_cli.serve.episodes import APPLICATION, EXPERT, NOVICE, Episode
-from duo_cli.serve.server import BackgroundServer
 from duo_cli.serve.store import read_episodes, summarize_log
 from duo_cli.serve.wire import encode_array
-
-REPO = Path(__file__).resolve().parents[1]
-OBS = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
 
 
 def _quiet() -> Console:
     return Console(file=io.StringIO(), width=120)
 
-
-@pytest.fixture(scope="session")
-def coordinators(tiny_agents, tmp_path_factory) -> dict[str, Path]:
-    """Trained tiny coordinator checkpoints: logit (stateless) and ask_every_k (stateful)."""
-    from duo_cli.commands.train_coord import train_coord
-
-    out = {}
-    root = tmp_path_factory.mktemp("coords")
-    for method, extra in (("logit", ["algorithm.fit_steps=8"]),
-                          ("ask_every_k", ["algorithm.candidates=[3]"])):
-        cfg = compose([*tiny_agents["overrides"], f"algorithm={method}",
-                       f"run_dir={root / method}", "coordination.switch_agent_cost_weight=0.5",
-                       *extra], "coord")
-        out[method] = train_coord(cfg, _quiet()) / "best_val_sim.pt"
-    return out
-
-
-def _server(ckpt: Path, tmp_path: Path, *overrides: str) -> BackgroundServer:
-    cli = compose(["serve.port=0", f"run_dir={tmp_path / 'serve'}", "torch_threads=1",
-                   *overrides])
-    return BackgroundServer(cli, str(ckpt), ["serve.port=0", "torch_threads=1", *overrides])
-
-
-# -- units: accounting and the batcher ----------------------------------------------------------
-
-def test_episode_accounting_by_hand():
-    ep = Episode("e", True, False)
-    # alpha*BP = 0.04, beta*BP = 0.05: novice, expert (switch), expert, novice (switch), app
-    costs = []
-    for actor, rewards in ((NOVICE, [1.0]), (EXPERT, []), (EXPERT, [2.0, 0.5]), (NOVICE, [])):
-        costs.append(ep.record_step(actor, 1, 1, 0.04, 0.05))
-        for r in rewards:  # rewards accumulate onto the latest step until the next one
-            ep.add_reward(r)
-    costs.append(ep.record_step(APPLICATION, 2, None, 0.04, 0.05))
-    assert costs == pytest.approx([0.0, 0.09, 0.04, 0.05, 0.0])
-    s = ep.summary()
-    assert s["length"] == 5 and s["expert_steps"] == 2 and s["switches"] == 2
-    assert s["cost"] == pytest.approx(0.18)
-    assert s["base_return"] == pytest.approx(3.5)
-    assert s["return"] == pytest.approx(3.5 - 0.18)
-    assert ep.rewards == [1.0, 0.0, 2.5, 0.0, 0.0]
-
-
-def test_batcher_batches_concurrent_items_and_never_delays_a_lone_one():
-    calls = []
-
-    def fn(items):
-        calls.append(list(items))
-        if "bad" in items:
-            raise ValueError("bad item")
-        time.sleep(0.02)
-        return [x * 2 for x in items]
-
-    async def main():
-        b = MicroBatcher(fn, max_batch=8, max_wait_s=0.5, expected=lambda: 0,
-                         executor=ThreadPoolExecutor(1))
-        b.start()
-        t = time.perf_counter()
-        assert await b.submit(1) == 2
-        lone = time.perf_counter() - t
-        many = await asyncio.gather(*(b.submit(i) for i in range(20)))
-        bad = await asyncio.gather(b.submit(3), b.submit("bad"), return_exceptions=True)
-        await b.stop()
-        return lone, many, bad, b
-
-    lone, many, bad, b = asyncio.run(main())
-    assert lone < 0.3  # expected() == 0: no wait window for a lone request
-    assert many == [2 * i for i in range(20)]
-    assert max(len(c) for c in calls) == 8 and b.max_seen == 8
-    assert bad[0] == 6 and isinstance(bad[1], ValueError)  # the bad item fails alone
-
-
-def test_batcher_waits_boundedly_for_expected_items():
-    calls, others = [], {"n": 1}  # like EpisodeTable.ready_count: episodes that may still act
-
-    async def main():
-        b = MicroBatcher(lambda items: calls.append(list(items)) or list(items), max_batch=8,
-                         max_wait_s=0.3, expected=lambda: others["n"], executor=None)
-        b.start()
-
-        async def late():
-            await asyncio.sleep(0.05)
-            others["n"] = 0
-            return await b.submit("late")
-
-        t = time.perf_counter()
-        got = await asyncio.gather(b.submit("early"), late())
-        waited = time.perf_counter() - t
-        others["n"] = 1
-        t = time.perf_counter()
-        await b.submit("alone")  # another episode may act, but does not: the wait is bounded
-        bounded = time.perf_counter() - t
-        await b.stop()
-        return got, waited, bounded
-
-    got, waited, bounded = asyncio.run(main())
-    assert got == ["early", "late"] and calls[0] == ["early", "late"]  # one call for both
-    assert waited < 0.3 and 0.25 < bounded < 1.0
-
-
-def test_episode_log_survives_a_torn_last_line(tmp_path):
-    from duo_cli.serve.store import EpisodeLog
-
-    log = EpisodeLog(tmp_path / "episodes.jsonl")
-    for i in range(2):
-        log.append({"episode_id": str(i), "status": "ended", "return": 1.0, "base_return": 1.0,
-                    "length": 3, "expert_steps": 1, "switches": 0})
-    log.close()
-    with open(tmp_path / "episodes.jsonl", "a") as fh:
-        fh.write('{"episode_id": "2", "sta')  # a crash mid-write
-    recs = read_episodes(tmp_path)
-    assert [r["episode_id"] for r in recs] == ["0", "1"]
-    assert summarize_log(recs)["ended"]["expert_frac"] == pytest.approx(1 / 3)
-
-
-# -- the protocol -----------------------------------------------------------------------------
 
 def test_full_episode_protocol_and_log(coordinators, tmp_path):
     with _server(coordinators["logit"], tmp_path) as srv, DuoClient(srv.url) as duo:
@@ -419,90 +294,3 @@ def test_served_episodes_match_duo_eval(method, coordinators, tmp_path):
     for key in ("episode_length_mean", "episode_length_min", "episode_length_max",
                 "expert_frac", "switches_mean"):
         assert got[key] == pytest.approx(want[key]), key
-
-
-# -- processes: a killed client, shutdown with episodes in flight ---------------------------------
-
-_CLIENT = """
-import sys, numpy as np
-from duo_cli.client import DuoClient
-duo = DuoClient(sys.argv[1])
-obs = np.zeros((64, 64, 3), np.uint8)
-for i in range(3):
-    e = duo.start_episode(episode_id=f"k{i}")
-    duo.act(e, obs)
-print("ready", flush=True)
-import time; time.sleep(60)
-"""
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-
-
-def test_killed_client_episodes_are_reaped(coordinators, tmp_path):
-    with _server(coordinators["logit"], tmp_path, "serve.episode_timeout_s=0.5") as srv:
-        proc = subprocess.Popen([sys.executable, "-c", _CLIENT, srv.url], stdout=subprocess.PIPE,
-                                text=True, env=_env())
-        assert proc.stdout.readline().strip() == "ready"
-        proc.kill()
-        proc.wait()
-        deadline = time.time() + 10
-        while srv.service.table.live and time.time() < deadline:
-            time.sleep(0.1)
-        recs = read_episodes(srv.run_dir)
-    assert sorted(r["episode_id"] for r in recs) == ["k0", "k1", "k2"]
-    assert {r["status"] for r in recs} == {"abandoned"}
-
-
-def test_sigterm_drains_and_logs_episodes_in_flight(coordinators, tmp_path):
-    run_dir = tmp_path / "served"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "duo_cli.cli", "serve", str(coordinators["ask_every_k"]),
-         "serve.port=0", f"run_dir={run_dir}", "torch_threads=1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    try:
-        url = None
-        for line in proc.stdout:
-            if line.startswith("serving on "):
-                url = line.split()[-1]
-                break
-        assert url and url.startswith("http://127.0.0.1:")
-        with DuoClient(url) as duo:
-            done = duo.start_episode(episode_id="done")
-            duo.act(done, OBS)
-            duo.end_episode(done)
-            live = [duo.start_episode(episode_id=f"live{i}") for i in range(4)]
-            for e in live:
-                duo.act(e, OBS)
-                duo.log_returns(e, 1.0)
-            busy, answered = duo.start_episode(episode_id="busy"), []
-
-            def spam() -> None:  # acts in flight while the server shuts down
-                with DuoClient(url, timeout=10) as c:
-                    try:
-                        while True:
-                            answered.append(c.act(busy, OBS)["step"])
-                    except Exception:  # refused or cut once the server is going
-                        return
-
-            spammer = threading.Thread(target=spam)
-            spammer.start()
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
-            spammer.join(timeout=10)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-    assert "stopped; 6 episodes" in out
-    recs = {r["episode_id"]: r for r in read_episodes(run_dir)}
-    assert recs["done"]["status"] == "ended"
-    for i in range(4):
-        rec = recs[f"live{i}"]
-        assert rec["status"] == "interrupted" and rec["length"] == 1 and rec["base_return"] == 1.0
-    # every answered act is in the log (at most one more: answered as the connection closed)
-    assert answered and recs["busy"]["status"] == "interrupted"
-    assert len(answered) <= recs["busy"]["length"] <= len(answered) + 1
-    text = (run_dir / "episodes.jsonl").read_text()
-    assert text.endswith("\n") and len(text.splitlines()) == 6
