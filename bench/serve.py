@@ -50,7 +50,7 @@ def make_coordinator(directory: Path) -> Path:
     from duo_cli.checkpoint import save_policy
     from duo_cli.config import compose
     from duo_cli.coordination.problem import CoordProblem
-    from tests.fakes import make_untrained_agents
+    from tests.artifacts import make_untrained_agents
 
     shipped = REPO / "checkpoints/procgen/coinrun"
     overrides = ["algorithm=logit", "env.task=coinrun", "torch_threads=1",

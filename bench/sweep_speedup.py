@@ -39,7 +39,7 @@ TASK = "bossfight"
 
 def make_agents(directory: Path) -> dict[str, Path]:
     """Real, randomly initialised agent checkpoints."""
-    from tests.fakes import make_untrained_agents
+    from tests.artifacts import make_untrained_agents
 
     return make_untrained_agents(directory, TASK)
 

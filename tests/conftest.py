@@ -18,7 +18,7 @@ from rich.console import Console  # noqa: E402
 torch.set_num_threads(1)
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:  # lets test modules `import fakes`
+if str(TESTS_DIR) not in sys.path:  # lets test modules `import fakes` (and artifacts, served)
     sys.path.insert(0, str(TESTS_DIR))
 
 
@@ -45,7 +45,7 @@ def tiny_agents(tmp_path_factory) -> dict:
     Returns ``{"dir": Path, "overrides": [...]}``: Hydra overrides pointing a
     coordination run at them, on a fast game with tiny episode counts.
     """
-    from fakes import make_untrained_agents
+    from artifacts import make_untrained_agents
 
     d = tmp_path_factory.mktemp("agents")
     paths = make_untrained_agents(d, FAST_TASK)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import write_sweep_dir
+from artifacts import write_sweep_dir
 from rich.console import Console
 
 from duo_cli import report, sweep
