@@ -23,13 +23,20 @@ SETS = {"obs": ["obs"], "hidden": ["novice_hidden"], "hidden_obs": ["novice_hidd
 
 def test_suites_job_counts():
     assert len(NON_RL) == 16  # the benchmark's non-RL methods
-    assert sweep.validate(["benchmark=yrc_minigrid"]) == 3 * (16 + 1)
+    assert sweep.validate(["benchmark=yrc_minigrid"]) == 3 * (16 + 2)
     assert sweep.validate(["benchmark=yrc_coinrun"]) == 16
     params = [o.input_line for o in sweep.sweep_overrides(["benchmark=yrc_minigrid"])]
     methods = next(p for p in params if p.startswith("algorithm=")).split("=")[1].split(",")
-    assert methods[:16] == NON_RL and methods[16:] == ["skyline_obs_dist"]
+    # the skyline on the sets dominated on no task (tests/test_skyline_card.py)
+    assert methods[:16] == NON_RL and methods[16:] == ["skyline_obs", "skyline_hidden_obs"]
     cfg = compose(["benchmark=yrc_minigrid"], "coord")
     assert list(cfg.coordination.alphas) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    # the benchmark's best of seven: the same suite with the skyline on every set
+    seven = [o.input_line for o in sweep.sweep_overrides(["benchmark=yrc_minigrid_seven"])]
+    assert seven[0] == params[0] and seven[2:4] == params[2:4]
+    listed = seven[1].split("=")[1].split(",")
+    assert listed[:18] == methods and sorted(listed[16:]) == sorted(f"skyline_{s}" for s in SETS)
+    assert compose(["benchmark=yrc_minigrid_seven"], "coord").coordination == cfg.coordination
     assert cfg.coordination.cost_decimals is None and cfg.env.random_action_prob == 0
 
 
