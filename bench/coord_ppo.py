@@ -10,7 +10,8 @@ the suite's two jobs gets on two cores).
   env steps, the novice forward on every row, the coordinator's forward (and sampling) on
   every row, the expert forward on the rows it chose, and the coordinator's
   forward+backward+Adam step over every chunk of every epoch of the update; each net run
-  as the loop runs it (on distinct rows, memoised: :func:`limit_sps`);
+  as the loop runs it (on distinct rows, memoised: :func:`limit_sps`); each part timed three
+  times, its median kept;
 * ``coord_ppo_ratio_to_limit`` (target >= 0.85);
 * ``coord_ppo_baseline_sps`` and ``coord_ppo_speedup``: the same job on the tree of
   commit ``BASELINE`` (the loop before the change), run side by side, blocks interleaved;
@@ -31,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,83 +93,127 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
     return sps[len(sps) // 2]
 
 
-def limit_sps(collections: int = WARMUP + 1) -> float:
+def limit_sps(collections: int = WARMUP + 1, repeats: int = 3) -> float:
     """The job's work as isolated parts (see the module docstring): steps per second.
 
-    The parts replay ``collections`` collections of the job itself (the untrained
-    coordinator playing CoordEnv from the training seed), so the env meets the same
-    episodes, with as many resets, as training does; the last collection is timed: the
+    The parts replay the steps of ``collections`` iterations of the job's own training
+    (:func:`_record_training`), so the env meets the same episodes, with as many resets,
+    as training does; the last collection is timed: the
     base env steps the recorded base actions, the novice runs on every recorded frame, the
     coordinator on every recorded observation, the expert on the recorded frames whose
     coordinator chose it. Each net runs as the loop runs it: the frozen agents memoised
     (:class:`~duo_cli.models.rows.ForwardMemo`, warm from the earlier collections, as in
     the loop's later iterations), the coordinator memoised afresh for the collection.
+    Each part is timed ``repeats`` times and keeps its median (the loop's figure is a
+    median of iterations too): one timed collection is ~0.5 s of work, and a part timed
+    once moved by 1.5x between blocks (the env's share of the limit 21-32%), enough to put
+    the limit below the loop it bounds.
     """
     import torch
 
     cfg, problem, env, policy = _setup(ROOT)
     from duo_cli.models.rows import ForwardMemo
-    from duo_cli.policies.base import sample_actions
 
     agents = env.agents
     n, steps = env.num_envs, int(cfg.algorithm.num_steps)
-    obs, chose, base_actions = _record(env, policy, steps * collections)
-    last = slice(steps * (collections - 1), None)
-    base = env.base_env
+    obs, chose, base_actions, seed = _record_training(cfg, problem, env, policy, collections)
+    last = steps * (collections - 1)
     novice, expert = ForwardMemo(agents.novice.forward), ForwardMemo(agents.expert.forward)
     with torch.no_grad():
-        base.reset(seed=0)
-        for a in base_actions[:last.start]:
-            base.step(a)
-        t0 = time.perf_counter()
-        for a in base_actions[last]:
-            base.step(a)
-        t_env = time.perf_counter() - t0
-        for o, rows in zip(obs[:last.start], chose[:last.start], strict=True):
+        for o, rows in zip(obs[:last], chose[:last], strict=True):  # the memos warm
             novice(o["base_obs"])
             if rows.any():
                 expert(o["base_obs"][rows])
-        t0 = time.perf_counter()
-        for o in obs[last]:
-            sample_actions(novice(o["base_obs"]).logits, 1.0)
-        t_novice = time.perf_counter() - t0
-        coordinator = ForwardMemo(policy.forward)
-        t0 = time.perf_counter()
-        for o in obs[last]:
-            sample_actions(coordinator(o).logits, 1.0)
-        t_coord = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for o, rows in zip(obs[last], chose[last], strict=True):
-            if rows.any():
-                sample_actions(expert(o["base_obs"][rows]).logits, 1.0)
-        t_expert = time.perf_counter() - t0
-    t_update = _update_time(policy, obs[last], cfg.algorithm)
+        warm = {"novice": dict(novice.slots), "expert": dict(expert.slots)}
+        parts = {name: statistics.median(_timed(fn) for _ in range(repeats)) for name, fn in (
+            ("env", lambda: _replay_env(env.base_env, base_actions, last, seed)),
+            ("novice", lambda: _nets(_rewound(novice, warm["novice"]),
+                                     [o["base_obs"] for o in obs[last:]])),
+            ("coordinator", lambda: _nets(ForwardMemo(policy.forward), obs[last:])),
+            ("expert", lambda: _nets(_rewound(expert, warm["expert"]),
+                                     [o["base_obs"][rows] for o, rows in
+                                      zip(obs[last:], chose[last:], strict=True)
+                                      if rows.any()])))}
+    parts["update"] = statistics.median(_update_time(policy, obs[last:], cfg.algorithm)
+                                        for _ in range(repeats))
     env.close()
-    total = t_env + t_novice + t_coord + t_expert + t_update
-    for name, t in (("env", t_env), ("novice", t_novice), ("coordinator", t_coord),
-                    ("expert", t_expert), ("update", t_update)):
+    total = sum(parts.values())
+    for name, t in parts.items():
         print(f"# limit part {name}: {t / total:.0%}", file=sys.stderr)
     return n * steps / total
 
 
-def _record(env, policy, steps: int) -> tuple[list[dict], list, list]:
-    """One collection of ``steps`` CoordEnv steps from seed 0, the coordinator sampling:
-    each step's observation (as tensors), the rows that chose the expert, the base actions."""
-    import torch
+def _timed(fn) -> float:
+    """Seconds ``fn()`` takes (its own timer where it returns one)."""
+    t0 = time.perf_counter()
+    inner = fn()
+    return inner if inner is not None else time.perf_counter() - t0
 
+
+def _replay_env(base, base_actions: list, last: int, seed: int) -> float:
+    """The base env from ``seed`` (training's) through the recorded actions: seconds of the
+    steps from ``last`` on (the timed collection)."""
+    base.reset(seed=seed)
+    for a in base_actions[:last]:
+        base.step(a)
+    t0 = time.perf_counter()
+    for a in base_actions[last:]:
+        base.step(a)
+    return time.perf_counter() - t0
+
+
+def _rewound(memo, slots: dict):
+    """``memo`` as it was when it held ``slots`` (rows it met since are forgotten): each
+    repeat of a timed part meets the timed collection's rows as new, as the loop does."""
+    memo.slots = dict(slots)
+    return memo
+
+
+def _nets(forward, inputs: list) -> None:
+    """``forward`` on every input, sampling an action from each output as the loop does."""
     from duo_cli.policies.base import sample_actions
 
-    obs, chose, base_actions = [], [], []
-    o, _ = env.reset(seed=0)
-    with torch.no_grad():
-        for _ in range(steps):
-            o = {k: torch.from_numpy(np.array(v)) for k, v in o.items()}
-            action = sample_actions(policy.forward(o).logits, 1.0).numpy()
-            obs.append(o)
-            chose.append(torch.from_numpy(action == 1))
-            o, _, _, _, info = env.step(action)
-            base_actions.append(info["base_action"].copy())
-    return obs, chose, base_actions
+    for x in inputs:
+        sample_actions(forward(x).logits, 1.0)
+
+
+def _record_training(cfg, problem, env, policy, iterations: int) -> tuple[list, list, list, int]:
+    """``iterations`` iterations of the job's ``PPO.train`` (as :func:`train_sps` runs
+    them), recording every CoordEnv step: its observation (as tensors), the rows that chose
+    the expert, the base actions; and the seed training reset the env with. The limit then
+    times the very steps training took, with the coordinator as training left it (a
+    learning coordinator changes who acts, how long episodes last and how often the env
+    resets: an untrained one's steps took ~25% less env time)."""
+    import torch
+    from rich.console import Console
+
+    from duo_cli.rundir import RunContext
+
+    obs, chose, base_actions, current = [], [], [], {}
+    reset, step = env.reset, env.step
+
+    def recording_reset(**kwargs):
+        o, info = reset(**kwargs)
+        current.update(obs=o, seed=kwargs.get("seed"))
+        return o, info
+
+    def recording_step(action):
+        obs.append({k: torch.from_numpy(np.array(v)) for k, v in current["obs"].items()})
+        chose.append(torch.from_numpy(np.asarray(action) == 1))
+        o, reward, terminated, truncated, info = step(action)
+        base_actions.append(info["base_action"].copy())
+        current["obs"] = o
+        return o, reward, terminated, truncated, info
+
+    env.reset, env.step = recording_reset, recording_step
+    algo_cfg = dict(cfg.algorithm)
+    algo_cfg.update(total_timesteps=env.num_envs * int(algo_cfg["num_steps"]) * iterations,
+                    save_every=10**6, eval_every=0)
+    with tempfile.TemporaryDirectory() as d:
+        ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
+        problem.algorithm_class(algo_cfg, ctx).train(policy, env, {})
+    env.reset, env.step = reset, step
+    return obs, chose, base_actions, current["seed"]
 
 
 def _update_time(policy, obs: list, hp) -> float:
