@@ -75,19 +75,8 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
     """``PPO.train`` of ``job`` for ``WARMUP`` + ``iterations`` iterations on the tree
     ``root``: the median steps/s after the first ``WARMUP`` (the state the limit's parts
     are timed in: the agents' memos warm from as many collections)."""
-    from rich.console import Console
-
     cfg, problem, env, policy = _setup(root, job)
-    from duo_cli.rundir import RunContext
-
-    algo_cfg = dict(cfg.algorithm)
-    batch = env.num_envs * int(algo_cfg["num_steps"])
-    algo_cfg.update(total_timesteps=batch * (iterations + WARMUP), save_every=10**6,
-                    eval_every=0)
-    with tempfile.TemporaryDirectory() as d:
-        ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
-        problem.algorithm_class(algo_cfg, ctx).train(policy, env, {})
-        rows = [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
+    rows = _train(cfg, problem, env, policy, iterations + WARMUP)
     env.close()
     sps = sorted(r["sps"] for r in rows[WARMUP:])
     return sps[len(sps) // 2]
@@ -185,9 +174,6 @@ def _record_training(cfg, problem, env, policy, iterations: int) -> tuple[list, 
     learning coordinator changes who acts, how long episodes last and how often the env
     resets: an untrained one's steps took ~25% less env time)."""
     import torch
-    from rich.console import Console
-
-    from duo_cli.rundir import RunContext
 
     obs, chose, base_actions, current = [], [], [], {}
     reset, step = env.reset, env.step
@@ -206,14 +192,25 @@ def _record_training(cfg, problem, env, policy, iterations: int) -> tuple[list, 
         return o, reward, terminated, truncated, info
 
     env.reset, env.step = recording_reset, recording_step
+    _train(cfg, problem, env, policy, iterations)
+    env.reset, env.step = reset, step
+    return obs, chose, base_actions, current["seed"]
+
+
+def _train(cfg, problem, env, policy, iterations: int) -> list[dict]:
+    """The job's ``PPO.train`` for ``iterations`` iterations (no evaluation, no
+    checkpoints) in a temporary run dir: its ``metrics.jsonl`` rows."""
+    from rich.console import Console
+
+    from duo_cli.rundir import RunContext
+
     algo_cfg = dict(cfg.algorithm)
     algo_cfg.update(total_timesteps=env.num_envs * int(algo_cfg["num_steps"]) * iterations,
                     save_every=10**6, eval_every=0)
     with tempfile.TemporaryDirectory() as d:
         ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
         problem.algorithm_class(algo_cfg, ctx).train(policy, env, {})
-    env.reset, env.step = reset, step
-    return obs, chose, base_actions, current["seed"]
+        return [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
 
 
 def _update_time(policy, obs: list, hp) -> float:
