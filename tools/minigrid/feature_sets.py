@@ -50,7 +50,12 @@ def rows(sweeps: list[Path], alpha: float) -> list[dict]:
                     "test": chosen.test["reward_mean"], "test_ci": chosen.test["reward_ci95"],
                     "expert_frac": chosen.test.get("expert_frac", float("nan")),
                     "step": chosen.selected.get("global_step"), "job": str(path.parent)})
-    return sorted(out.values(), key=lambda r: (r["task"], r["seed"], -r["val_true"]))
+    return sorted(out.values(), key=_ranked)
+
+
+def _ranked(row: dict) -> tuple:
+    """The rows' order: by task and seed, best val_true reward first (:func:`marks` needs it)."""
+    return row["task"], row["seed"], -row["val_true"]
 
 
 def marks(data: list[dict]) -> list[str]:
@@ -82,8 +87,7 @@ def write(data: list[dict], alpha: float, path: Path = DATA) -> None:
 
 def read(path: Path = DATA) -> list[dict]:
     """The card's rows, in ``rows``' order."""
-    data = json.loads(path.read_text())["rows"]
-    return sorted(data, key=lambda r: (r["task"], r["seed"], -r["val_true"]))
+    return sorted(json.loads(path.read_text())["rows"], key=_ranked)
 
 
 def table(data: list[dict], alpha: float) -> str:

@@ -45,7 +45,7 @@ SETS = {"obs_hidden_dist": OUT / "curves", "obs_dist": OUT / "curves" / "obs_dis
 BUDGET_SET = "obs_hidden_dist"
 
 
-def copy_curves(runs: Path, feature_set: str = "obs_hidden_dist") -> None:
+def copy_curves(runs: Path, feature_set: str = BUDGET_SET) -> None:
     """The evaluation rows of every finished or running curve under ``runs``."""
     SETS[feature_set].mkdir(parents=True, exist_ok=True)
     for metrics in sorted(runs.glob("*/a*/s*/metrics.jsonl")):
@@ -143,7 +143,7 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(data: dict, budget: int, feature_set: str = "obs_hidden_dist") -> Path:
+def plot(data: dict, budget: int, feature_set: str = BUDGET_SET) -> Path:
     """val_true reward (± 95% CI, top row) and expert fraction (bottom row) per task; one
     colour per α, solid seed 0, dashed seed 1; the budget marked. ``curves.png`` for
     obs_hidden_dist, ``curves_<set>.png`` for another set."""
@@ -173,7 +173,7 @@ def plot(data: dict, budget: int, feature_set: str = "obs_hidden_dist") -> Path:
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
-    path = OUT / ("curves.png" if feature_set == "obs_hidden_dist" else f"curves_{feature_set}.png")
+    path = OUT / ("curves.png" if feature_set == BUDGET_SET else f"curves_{feature_set}.png")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
@@ -243,7 +243,7 @@ def sets_at_budget(sets: dict[str, dict], steps: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--copy", type=Path, help="run dirs RUNS/<task>/a<alpha>/s<seed> to copy")
-    p.add_argument("--set", default="obs_hidden_dist", choices=sorted(SETS),
+    p.add_argument("--set", default=BUDGET_SET, choices=sorted(SETS),
                    help="the feature set the --copy runs trained")
     p.add_argument("--copy-sweep", type=Path, help="a yrc_minigrid sweep dir: its skyline "
                    "jobs' curves (every alpha), where the card has none yet")
@@ -256,7 +256,7 @@ def main() -> None:
         copy_sweep_curves(args.copy_sweep)
     sets = all_curves()
     if args.compare:
-        print(compare(curves(args.compare), sets["obs_hidden_dist"]), end="\n\n")
+        print(compare(curves(args.compare), sets[BUDGET_SET]), end="\n\n")
     steps = budget(sets[BUDGET_SET])
     for name, data in sets.items():
         if not data:
