@@ -12,7 +12,9 @@ the suite's two jobs gets on two cores).
   forward+backward+Adam step over every chunk of every epoch of the update; each net run
   as the loop runs it (on distinct rows, memoised: :func:`limit_sps`); each part timed three
   times, its median kept;
-* ``coord_ppo_ratio_to_limit`` (target >= 0.85);
+* ``coord_ppo_ratio_to_limit`` (target >= 0.85): each block measures the loop and then,
+  in the same process, the limit on the same iterations (:func:`measure`); the figures
+  printed are those of the block whose ratio is the median;
 * ``coord_ppo_baseline_sps`` and ``coord_ppo_speedup``: the same job on the tree of
   commit ``BASELINE`` (the loop before the change), run side by side, blocks interleaved;
   The job is each tree's own composition of the same command: the baseline's 16 envs x 256
@@ -38,8 +40,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the commit whose PPO loop the speed-up is measured against (before issue 22)
@@ -82,54 +82,164 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
     return sps[len(sps) // 2]
 
 
-def limit_sps(collections: int = WARMUP + 1, repeats: int = 3) -> float:
-    """The job's work as isolated parts (see the module docstring): steps per second.
+def measure(iterations: int = ITERATIONS, repeats: int = 3) -> tuple[float, ...]:
+    """The loop and its limits on the same iterations, interleaved in one process:
+    ``(loop sps, limit sps, bare nets' limit sps, ratio, bare ratio)``.
 
-    The parts replay the steps of ``collections`` iterations of the job's own training
-    (:func:`_record_training`), so the env meets the same episodes, with as many resets,
-    as training does; the last collection is timed: the
-    base env steps the recorded base actions, the novice runs on every recorded frame, the
-    coordinator on every recorded observation, the expert on the recorded frames whose
-    coordinator chose it. Each net runs as the loop runs it: the frozen agents memoised
-    (:class:`~duo_cli.models.rows.ForwardMemo`, warm from the earlier collections, as in
-    the loop's later iterations), the coordinator memoised afresh for the collection.
-    Each part is timed ``repeats`` times and keeps its median (the loop's figure is a
-    median of iterations too): one timed collection is ~0.5 s of work, and a part timed
-    once moved by 1.5x between blocks (the env's share of the limit 21-32%), enough to put
-    the limit below the loop it bounds.
+    ``PPO.train`` runs ``WARMUP`` + ``iterations`` iterations; right after each, its work
+    is replayed as isolated parts (:class:`_Limit`). Each ratio is the median over the
+    timed iterations of the iteration's limit time over its loop time: loop and limit did
+    the very same work (the same episodes, resets, distinct rows, expert queries and
+    update), within a second of each other (the machine's speed drifts by 1.5x across
+    minutes: a loop and a limit taken a minute apart gave ratios 0.74-0.88 on one tree).
     """
+    cfg, problem, env, policy = _setup(ROOT)
+    limit = _Limit(cfg, problem, env, repeats)
+    rows = _train(cfg, problem, env, policy, WARMUP + iterations, on_algorithm=limit.hook)
+    limit.stop()
+    env.close()
+    batch = env.num_envs * int(cfg.algorithm.num_steps)
+    # an iteration's time, less the bench's own work inside it (the replays, in the update)
+    loop = [batch / r["sps"] - s for r, s in zip(rows, limit.inside_s, strict=True)][WARMUP:]
+    parts = limit.parts[WARMUP:]
+    total = {name: sum(p[name] for p in parts) for name in parts[0]}
+    names = ("env", "novice", "coordinator", "expert", "update")
+    for name in names:
+        share = total[name] / sum(total[n] for n in names)
+        print(f"# limit part {name}: {share:.0%}", file=sys.stderr)
+    full = [sum(v for n, v in p.items() if n != "bare_update") for p in parts]
+    bare = [f - p["update"] + p["bare_update"] for f, p in zip(full, parts, strict=True)]
+    med = statistics.median
+    return (batch / med(loop), batch / med(full), batch / med(bare),
+            med(f / t for f, t in zip(full, loop, strict=True)),
+            med(b / t for b, t in zip(bare, loop, strict=True)))
+
+
+class _Limit:
+    """Replays each iteration of ``PPO.train`` as isolated parts, right after it.
+
+    Training's env is watched for its reset seed and base actions; after each update
+    (:meth:`hook`) the iteration's work is timed, each part the median of ``repeats``:
+
+    * ``env``: a second base env, reset with training's seed, steps the iteration's base
+      actions (it follows training's env iteration by iteration; timed once);
+    * ``novice``, ``expert``: each agent, memoised as the loop runs it
+      (:class:`~duo_cli.models.rows.ForwardMemo`, warm from the earlier iterations), on
+      every frame / on the frames whose row chose the expert;
+    * ``coordinator``: the coordinator with the iteration's weights, memoised afresh, on
+      every observation;
+    * ``update``: ``PPO.update`` on the iteration's rollout from the weights and optimizer
+      state it met; ``bare_update``: a stand-in loss instead (:func:`_update_time`:
+      forward+backward+Adam step, without PPO's clipped losses, grad clipping and
+      statistics).
+
+    Training then goes on from where its own update left it (weights, optimizer state,
+    torch's RNG). ``inside_s`` holds the seconds this took inside each iteration.
+    """
+
+    def __init__(self, cfg, problem, env, repeats: int):
+        from duo_cli.models.rows import ForwardMemo
+
+        self.cfg, self.env, self.repeats = cfg, env, repeats
+        self.replay_env = problem.env("train").base_env
+        self.novice = ForwardMemo(env.agents.novice.forward)
+        self.expert = ForwardMemo(env.agents.expert.forward)
+        self.reset, self.step = env.reset, env.step
+        self.base_actions, self.parts, self.inside_s = [], [], []
+        env.reset, env.step = self._reset, self._step
+
+    def _reset(self, **kwargs):
+        self.replay_env.reset(seed=kwargs.get("seed"))
+        return self.reset(**kwargs)
+
+    def _step(self, action):
+        out = self.step(action)
+        self.base_actions.append(out[4]["base_action"])  # a copy of its own
+        return out
+
+    def stop(self) -> None:
+        self.env.reset, self.env.step = self.reset, self.step
+        self.replay_env.close()
+
+    def hook(self, algorithm) -> None:
+        """For :func:`_train`: time each iteration's parts after ``algorithm``'s update."""
+        update = algorithm.update
+
+        def timed_update(policy, optimizer, rollout, advantages, returns):
+            t0 = time.perf_counter()
+            before = _train_state(policy, optimizer)
+            t1 = time.perf_counter()
+            out = update(policy, optimizer, rollout, advantages, returns)
+            t2 = time.perf_counter()
+            after = _train_state(policy, optimizer)
+            self.parts.append(self._replay(update, policy, optimizer, before,
+                                           rollout, advantages, returns))
+            _restore(policy, optimizer, after)
+            self.inside_s.append(t1 - t0 + time.perf_counter() - t2)
+            return out
+
+        algorithm.update = timed_update
+
+    def _step_replay(self, base_actions: list) -> None:
+        for a in base_actions:
+            self.replay_env.step(a)
+
+    def _replay(self, update, policy, optimizer, before, rollout, advantages,
+                returns) -> dict[str, float]:
+        med, repeats = statistics.median, self.repeats
+        steps = rollout.num_steps
+        obs = [{key: v[t] for key, v in rollout.obs.items()} for t in range(steps)]
+        chose = rollout.actions == 1
+        part = {"env": _timed(lambda: self._step_replay(self.base_actions[-steps:]))}
+        _restore(policy, optimizer, before)
+        part.update(_net_times(self.novice, self.expert, policy, obs, chose, repeats))
+
+        def ppo_update():
+            _restore(policy, optimizer, before)
+            t0 = time.perf_counter()
+            update(policy, optimizer, rollout, advantages, returns)
+            return time.perf_counter() - t0
+
+        part["update"] = med(_timed(ppo_update) for _ in range(repeats))
+        part["bare_update"] = med(_update_time(policy, before["weights"], obs, self.cfg.algorithm)
+                                  for _ in range(repeats))
+        return part
+
+
+def _train_state(policy, optimizer) -> dict:
+    """Copies of the weights, optimizer state and torch's RNG state."""
+    import copy
+
     import torch
 
-    cfg, problem, env, policy = _setup(ROOT)
+    return {"weights": copy.deepcopy(policy.model.state_dict()),
+            "optimizer": copy.deepcopy(optimizer.state_dict()), "rng": torch.get_rng_state()}
+
+
+def _restore(policy, optimizer, state: dict) -> None:
+    import torch
+
+    policy.model.load_state_dict(state["weights"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+
+
+def _net_times(novice, expert, policy, obs: list, chose, repeats: int) -> dict[str, float]:
+    """Seconds of one iteration's forwards (the median of ``repeats``): the novice on every
+    frame, the expert on the frames whose row chose it (each memo rewound to its state
+    before the iteration, then left warm with its rows), the coordinator memoised afresh."""
+    import torch
+
     from duo_cli.models.rows import ForwardMemo
 
-    agents = env.agents
-    n, steps = env.num_envs, int(cfg.algorithm.num_steps)
-    obs, chose, base_actions, seed = _record_training(cfg, problem, env, policy, collections)
-    last = steps * (collections - 1)
-    novice, expert = ForwardMemo(agents.novice.forward), ForwardMemo(agents.expert.forward)
+    frames = [o["base_obs"] for o in obs]
+    queried = [o["base_obs"][rows] for o, rows in zip(obs, chose, strict=True) if rows.any()]
+    warm = {"novice": dict(novice.slots), "expert": dict(expert.slots)}
     with torch.no_grad():
-        for o, rows in zip(obs[:last], chose[:last], strict=True):  # the memos warm
-            novice(o["base_obs"])
-            if rows.any():
-                expert(o["base_obs"][rows])
-        warm = {"novice": dict(novice.slots), "expert": dict(expert.slots)}
-        parts = {name: statistics.median(_timed(fn) for _ in range(repeats)) for name, fn in (
-            ("env", lambda: _replay_env(env.base_env, base_actions, last, seed)),
-            ("novice", lambda: _nets(_rewound(novice, warm["novice"]),
-                                     [o["base_obs"] for o in obs[last:]])),
-            ("coordinator", lambda: _nets(ForwardMemo(policy.forward), obs[last:])),
-            ("expert", lambda: _nets(_rewound(expert, warm["expert"]),
-                                     [o["base_obs"][rows] for o, rows in
-                                      zip(obs[last:], chose[last:], strict=True)
-                                      if rows.any()])))}
-    parts["update"] = statistics.median(_update_time(policy, obs[last:], cfg.algorithm)
-                                        for _ in range(repeats))
-    env.close()
-    total = sum(parts.values())
-    for name, t in parts.items():
-        print(f"# limit part {name}: {t / total:.0%}", file=sys.stderr)
-    return n * steps / total
+        return {name: statistics.median(_timed(fn) for _ in range(repeats)) for name, fn in (
+            ("novice", lambda: _nets(_rewound(novice, warm["novice"]), frames)),
+            ("coordinator", lambda: _nets(ForwardMemo(policy.forward), obs)),
+            ("expert", lambda: _nets(_rewound(expert, warm["expert"]), queried)))}
 
 
 def _timed(fn) -> float:
@@ -137,18 +247,6 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     inner = fn()
     return inner if inner is not None else time.perf_counter() - t0
-
-
-def _replay_env(base, base_actions: list, last: int, seed: int) -> float:
-    """The base env from ``seed`` (training's) through the recorded actions: seconds of the
-    steps from ``last`` on (the timed collection)."""
-    base.reset(seed=seed)
-    for a in base_actions[:last]:
-        base.step(a)
-    t0 = time.perf_counter()
-    for a in base_actions[last:]:
-        base.step(a)
-    return time.perf_counter() - t0
 
 
 def _rewound(memo, slots: dict):
@@ -166,40 +264,10 @@ def _nets(forward, inputs: list) -> None:
         sample_actions(forward(x).logits, 1.0)
 
 
-def _record_training(cfg, problem, env, policy, iterations: int) -> tuple[list, list, list, int]:
-    """``iterations`` iterations of the job's ``PPO.train`` (as :func:`train_sps` runs
-    them), recording every CoordEnv step: its observation (as tensors), the rows that chose
-    the expert, the base actions; and the seed training reset the env with. The limit then
-    times the very steps training took, with the coordinator as training left it (a
-    learning coordinator changes who acts, how long episodes last and how often the env
-    resets: an untrained one's steps took ~25% less env time)."""
-    import torch
-
-    obs, chose, base_actions, current = [], [], [], {}
-    reset, step = env.reset, env.step
-
-    def recording_reset(**kwargs):
-        o, info = reset(**kwargs)
-        current.update(obs=o, seed=kwargs.get("seed"))
-        return o, info
-
-    def recording_step(action):
-        obs.append({k: torch.from_numpy(np.array(v)) for k, v in current["obs"].items()})
-        chose.append(torch.from_numpy(np.asarray(action) == 1))
-        o, reward, terminated, truncated, info = step(action)
-        base_actions.append(info["base_action"].copy())
-        current["obs"] = o
-        return o, reward, terminated, truncated, info
-
-    env.reset, env.step = recording_reset, recording_step
-    _train(cfg, problem, env, policy, iterations)
-    env.reset, env.step = reset, step
-    return obs, chose, base_actions, current["seed"]
-
-
-def _train(cfg, problem, env, policy, iterations: int) -> list[dict]:
+def _train(cfg, problem, env, policy, iterations: int, on_algorithm=None) -> list[dict]:
     """The job's ``PPO.train`` for ``iterations`` iterations (no evaluation, no
-    checkpoints) in a temporary run dir: its ``metrics.jsonl`` rows."""
+    checkpoints) in a temporary run dir: its ``metrics.jsonl`` rows. ``on_algorithm`` is
+    called with the algorithm before it trains."""
     from rich.console import Console
 
     from duo_cli.rundir import RunContext
@@ -209,15 +277,20 @@ def _train(cfg, problem, env, policy, iterations: int) -> list[dict]:
                     save_every=10**6, eval_every=0)
     with tempfile.TemporaryDirectory() as d:
         ctx = RunContext(Path(d), progress=False, console=Console(file=io.StringIO()))
-        problem.algorithm_class(algo_cfg, ctx).train(policy, env, {})
+        algorithm = problem.algorithm_class(algo_cfg, ctx)
+        if on_algorithm is not None:
+            on_algorithm(algorithm)
+        algorithm.train(policy, env, {})
         return [json.loads(line) for line in open(Path(d) / "metrics.jsonl")]
 
 
-def _update_time(policy, obs: list, hp) -> float:
-    """The update's forward+backward+step over every chunk of every epoch (a stand-in loss)."""
+def _update_time(policy, weights, obs: list, hp) -> float:
+    """The update's forward+backward+step over every chunk of every epoch, with a stand-in
+    loss, from ``weights``: the bare nets' work (the bare limit's update part)."""
     import torch
 
-    batch = {k: torch.cat([o[k] for o in obs]) for k in obs[0]}
+    policy.model.load_state_dict(weights)
+    batch = {k: torch.stack([o[k] for o in obs]).flatten(0, 1) for k in obs[0]}
     size = len(batch["base_obs"])
     minibatch = size // int(hp.num_minibatches)
     chunk = min(int(hp.chunk_size or minibatch), minibatch)
@@ -261,36 +334,44 @@ def _shape() -> tuple[str, str]:
     return f"env.num_envs={cfg.env.num_envs}", f"algorithm.num_steps={cfg.algorithm.num_steps}"
 
 
-def _train_sps_subprocess(root: Path, *overrides: str) -> float:
-    out = subprocess.run([sys.executable, __file__, "--train", str(root), *overrides],
+def _subprocess(*args: str) -> list[float]:
+    """This script run with ``args``: the numbers of its last line."""
+    out = subprocess.run([sys.executable, __file__, *args],
                          capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return [float(x) for x in out.stdout.strip().splitlines()[-1].split()]
 
 
 def main(blocks: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = _baseline_tree(Path(tmp))
-        new, old, old_shape, limit = [], [], [], []
+        runs, old, old_shape = [], [], []
         for _ in range(blocks):
-            new.append(_train_sps_subprocess(ROOT))
+            runs.append(_subprocess("--measure"))
             if baseline is not None:
-                old.append(_train_sps_subprocess(baseline))
-                old_shape.append(_train_sps_subprocess(baseline, *_shape()))
-            limit.append(limit_sps())
-    # best of the blocks on each side: the least disturbed by other work on the machine
-    emit("coord_ppo_sps", max(new), "{:.0f}")
-    emit("coord_ppo_limit_sps", max(limit), "{:.0f}")
-    emit("coord_ppo_ratio_to_limit", max(new) / max(limit))
+                old.append(_subprocess("--train", str(baseline))[0])
+                old_shape.append(_subprocess("--train", str(baseline), *_shape())[0])
+    # the ratios: the median block's (each block's loop and limits on the same iterations)
+    new, limit, bare, ratio, bare_ratio = sorted(runs, key=lambda r: r[3])[len(runs) // 2]
+    print("# ratio per block: " + ", ".join(f"{r[3]:.3f}" for r in runs), file=sys.stderr)
+    emit("coord_ppo_sps", new, "{:.0f}")
+    emit("coord_ppo_limit_sps", limit, "{:.0f}")
+    emit("coord_ppo_ratio_to_limit", ratio)
+    emit("coord_ppo_bare_limit_sps", bare, "{:.0f}")
+    emit("coord_ppo_ratio_to_bare_limit", bare_ratio)
     if old:
+        # speed-ups: the best of the blocks on each side, the least disturbed by other work
+        best = max(r[0] for r in runs)
         emit("coord_ppo_baseline_sps", max(old), "{:.0f}")
-        emit("coord_ppo_speedup", max(new) / max(old))
+        emit("coord_ppo_speedup", best / max(old))
         emit("coord_ppo_baseline_same_shape_sps", max(old_shape), "{:.0f}")
-        emit("coord_ppo_speedup_same_shape", max(new) / max(old_shape))
-        emit("coord_ppo_limit_speedup", max(limit) / max(old))
+        emit("coord_ppo_speedup_same_shape", best / max(old_shape))
+        emit("coord_ppo_limit_speedup", max(r[1] for r in runs) / max(old))
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--train"]:
         print(train_sps(Path(sys.argv[2]), JOB + sys.argv[3:]))
+    elif sys.argv[1:2] == ["--measure"]:
+        print(*measure())
     else:
         main()

@@ -107,8 +107,8 @@ class PPO(Algorithm):
         finished episodes' returns and lengths.
 
         Per step: one copy of the observation to the training device (stored there and
-        read by the policy's forward), one copy of the sampled actions back to the host,
-        one copy of the rewards and ends to the device.
+        read by the policy's forward) and one copy of the sampled actions back to the
+        host. Rewards and ends gather on the host and reach the device once per rollout.
         """
         device = rollout.device
         ep_returns: list[float] = []
@@ -118,10 +118,11 @@ class PPO(Algorithm):
         forward = memoised(policy.forward, getattr(policy, "model", None))
         obs_t = to_device(next_obs, device)
         logprobs, values, actions = rollout.logprobs, rollout.values, rollout.actions
-        rewards, dones = rollout.rewards, rollout.dones
+        # ends[t] marks that obs[t] starts an episode; ends[num_steps]: the obs after it
+        rewards, ends = rollout.host_rewards, rollout.host_ends
+        ends[0] = next_done.cpu().numpy()
         for step in range(rollout.num_steps):
             rollout.store_obs(step, obs_t)
-            dones[step] = next_done
             with torch.no_grad():
                 out = forward(obs_t)
                 logp_all = out.logits.float().log_softmax(-1)
@@ -131,17 +132,15 @@ class PPO(Algorithm):
                 actions[step] = action.squeeze(-1)
             next_obs, reward, terminated, truncated, info = env.step(actions[step].cpu().numpy())
             done = np.logical_or(terminated, truncated)
-            if scaler is not None:
-                reward = scaler(reward, done)
-            reward_done = torch.from_numpy(np.stack([reward, done]).astype(np.float32)).to(device)
-            rewards[step] = reward_done[0]
-            next_done = reward_done[1]
+            rewards[step] = reward if scaler is None else scaler(reward, done)
+            ends[step + 1] = done
             policy.reset(done)
             if "_episode" in info:
                 mask = info["_episode"]
                 ep_returns.extend(info["episode"]["r"][mask].tolist())
                 ep_lengths.extend(info["episode"]["l"][mask].tolist())
             obs_t = to_device(next_obs, device)
+        next_done = rollout.take_host_steps()
         return next_obs, next_done, ep_returns, ep_lengths
 
     def compute_advantages(self, policy: Any, rollout: Rollout, next_obs: Any,

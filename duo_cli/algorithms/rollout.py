@@ -135,11 +135,25 @@ class Rollout:
         self.rewards = torch.zeros(shape, device=self.device)
         self.dones = torch.zeros(shape, device=self.device)
         self.values = torch.zeros(shape, device=self.device)
+        #: what the env returns, gathered on the host during collection (float32):
+        #: rewards, and the ends (``host_ends[t]``: obs ``t`` starts an episode; its last
+        #: row: the observation after the rollout); :meth:`take_host_steps` moves them
+        self.host_rewards = np.zeros(shape, dtype=np.float32)
+        self.host_ends = np.zeros((num_steps + 1, num_envs), dtype=np.float32)
 
     def store_obs(self, t: int | slice, obs: Any) -> None:
         """Copy ``obs`` (tensors, or arrays of the same structure) into step ``t`` (or the
         steps of a slice, ``obs`` then with a leading step axis)."""
         _store_obs(self.obs, t, obs)
+
+    def take_host_steps(self) -> torch.Tensor:
+        """Copy the host's rewards and ends into ``rewards`` and ``dones`` (one transfer
+        each); returns the ends of the observation after the rollout, on the device (a
+        tensor of its own: the host buffers are reused by the next rollout)."""
+        self.rewards.copy_(torch.from_numpy(self.host_rewards))
+        ends = torch.from_numpy(self.host_ends).to(self.device)
+        self.dones.copy_(ends[:-1])
+        return ends[-1].clone()
 
     def obs_rows(self, idx: torch.Tensor) -> Any:
         """Observations of the flat sample indices ``idx`` (step-major)."""
