@@ -82,7 +82,7 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
     return sps[len(sps) // 2]
 
 
-def measure(iterations: int = ITERATIONS, repeats: int = 3) -> tuple[float, ...]:
+def measure(iterations: int = ITERATIONS, repeats: int = 1) -> tuple[float, ...]:
     """The loop and its limits on the same iterations, interleaved in one process:
     ``(loop sps, limit sps, bare nets' limit sps, ratio, bare ratio)``.
 
@@ -230,12 +230,13 @@ def _net_times(novice, expert, policy, obs: list, chose, repeats: int) -> dict[s
     before the iteration, then left warm with its rows), the coordinator memoised afresh."""
     import torch
 
+    from duo_cli.models.base import weights_fixed
     from duo_cli.models.rows import ForwardMemo
 
     frames = [o["base_obs"] for o in obs]
     queried = [o["base_obs"][rows] for o, rows in zip(obs, chose, strict=True) if rows.any()]
     warm = {"novice": dict(novice.slots), "expert": dict(expert.slots)}
-    with torch.no_grad():
+    with weights_fixed("cpu"), torch.no_grad():  # as the loop's collection
         return {name: statistics.median(_timed(fn) for _ in range(repeats)) for name, fn in (
             ("novice", lambda: _nets(_rewound(novice, warm["novice"]), frames)),
             ("coordinator", lambda: _nets(ForwardMemo(policy.forward), obs)),

@@ -21,6 +21,7 @@ from duo_cli.algorithms.base import Algorithm, AlgorithmResult, BestKeeper
 from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_device
 from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_policy
 from duo_cli.errors import ConfigError, first_line
+from duo_cli.models.base import gumbel_noise, weights_fixed
 from duo_cli.models.rows import memoised
 from duo_cli.rundir import RunContext
 from duo_cli.settings import setting
@@ -106,41 +107,47 @@ class PPO(Algorithm):
         """Play ``num_steps`` steps into ``rollout``; returns the state after it and the
         finished episodes' returns and lengths.
 
-        Per step: one copy of the observation to the training device (stored there and
-        read by the policy's forward) and one copy of the sampled actions back to the
-        host. Rewards and ends gather on the host and reach the device once per rollout.
+        Per step: one copy of the observation into the rollout on the training device (the
+        policy's forward reads it there), the forward, the action sampled (Gumbel-max, the
+        noise drawn once per rollout) and one copy of it back to the host. Everything else
+        waits for the rollout's end: the log-probabilities (from the stored logits), the
+        reward scaling (the same sequence of running statistics) and one copy each of the
+        rewards and ends to the device. In the loop each operation costs 2-5x what it
+        costs alone, as the env and the nets take turns with the caches.
         """
-        device = rollout.device
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
         policy.eval()
-        # the weights stay fixed for the whole rollout
         forward = memoised(policy.forward, getattr(policy, "model", None))
-        obs_t = to_device(next_obs, device)
-        logprobs, values, actions = rollout.logprobs, rollout.values, rollout.actions
+        values, actions = rollout.values, rollout.actions
+        logits = noise = None
         # ends[t] marks that obs[t] starts an episode; ends[num_steps]: the obs after it
         rewards, ends = rollout.host_rewards, rollout.host_ends
         ends[0] = next_done.cpu().numpy()
-        for step in range(rollout.num_steps):
-            rollout.store_obs(step, obs_t)
-            with torch.no_grad():
-                out = forward(obs_t)
-                logp_all = out.logits.float().log_softmax(-1)
-                action = torch.multinomial(logp_all.exp(), 1)
-                logprobs[step] = logp_all.gather(-1, action).squeeze(-1)
-                values[step] = out.value.float()
-                actions[step] = action.squeeze(-1)
-            next_obs, reward, terminated, truncated, info = env.step(actions[step].cpu().numpy())
-            done = np.logical_or(terminated, truncated)
-            rewards[step] = reward if scaler is None else scaler(reward, done)
-            ends[step + 1] = done
-            policy.reset(done)
-            if "_episode" in info:
-                mask = info["_episode"]
-                ep_returns.extend(info["episode"]["r"][mask].tolist())
-                ep_lengths.extend(info["episode"]["l"][mask].tolist())
-            obs_t = to_device(next_obs, device)
+        # the weights stay fixed for the whole rollout: a bf16 trunk casts them once
+        with weights_fixed(rollout.device), torch.no_grad():
+            for step in range(rollout.num_steps):
+                rollout.store_obs(step, next_obs)
+                out = forward(rollout.obs_at(step))
+                if logits is None:
+                    logits = rollout.logits_buffer(out.logits.shape[-1])
+                    noise = gumbel_noise(logits)  # sample_actions' rule, drawn at once
+                logits[step] = out.logits
+                values[step] = out.value
+                torch.argmax(logits[step] + noise[step], dim=-1, out=actions[step])
+                next_obs, reward, terminated, truncated, info = env.step(
+                    actions[step].cpu().numpy())
+                done = np.logical_or(terminated, truncated)
+                rewards[step], ends[step + 1] = reward, done
+                policy.reset(done)
+                if "_episode" in info:
+                    mask = info["_episode"]
+                    ep_returns.extend(info["episode"]["r"][mask].tolist())
+                    ep_lengths.extend(info["episode"]["l"][mask].tolist())
+        if scaler is not None:
+            scaler.scale_steps(rewards, ends[1:])
         next_done = rollout.take_host_steps()
+        rollout.logprobs.copy_(logits.log_softmax(-1).gather(-1, actions[..., None])[..., 0])
         return next_obs, next_done, ep_returns, ep_lengths
 
     def compute_advantages(self, policy: Any, rollout: Rollout, next_obs: Any,

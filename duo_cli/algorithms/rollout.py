@@ -56,6 +56,12 @@ class RewardScaler:
         self.ret[done] = 0.0
         return np.clip(reward / self._std(), -self.clip, self.clip)
 
+    def scale_steps(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+        """Scale a rollout's rewards ``(steps, envs)`` in place, step by step: what
+        ``__call__`` on each step in turn does (the same running statistics)."""
+        for t in range(len(rewards)):
+            rewards[t] = self(rewards[t], dones[t].astype(bool))
+
     def scale_one(self, reward: float, ret: float, done: bool) -> tuple[float, float]:
         """One env's step in plain floats (what ``__call__`` does for one env, ~20x
         faster): ``(scaled reward, return after it)`` from its discounted return ``ret``."""
@@ -94,6 +100,12 @@ def _store_obs(buf: Any, t: int | slice, obs: Any) -> None:
             _store_obs(v, t, obs[k])
     else:
         buf[t].copy_(torch.as_tensor(obs))
+
+
+def _at(buf: Any, t: int) -> Any:
+    if isinstance(buf, dict):
+        return {k: _at(v, t) for k, v in buf.items()}
+    return buf[t]
 
 
 def to_device(obs: Any, device: torch.device) -> Any:
@@ -140,11 +152,24 @@ class Rollout:
         #: row: the observation after the rollout); :meth:`take_host_steps` moves them
         self.host_rewards = np.zeros(shape, dtype=np.float32)
         self.host_ends = np.zeros((num_steps + 1, num_envs), dtype=np.float32)
+        self._logits: torch.Tensor | None = None
 
     def store_obs(self, t: int | slice, obs: Any) -> None:
         """Copy ``obs`` (tensors, or arrays of the same structure) into step ``t`` (or the
         steps of a slice, ``obs`` then with a leading step axis)."""
         _store_obs(self.obs, t, obs)
+
+    def obs_at(self, t: int) -> Any:
+        """The observation of step ``t``, as views of the rollout's buffers."""
+        return _at(self.obs, t)
+
+    def logits_buffer(self, num_actions: int) -> torch.Tensor:
+        """A ``(num_steps, num_envs, num_actions)`` float32 buffer for the policy's logits
+        during collection, allocated once."""
+        shape = (self.num_steps, self.num_envs, num_actions)
+        if self._logits is None or self._logits.shape != shape:
+            self._logits = torch.zeros(shape, device=self.device)
+        return self._logits
 
     def take_host_steps(self) -> torch.Tensor:
         """Copy the host's rewards and ends into ``rewards`` and ``dones`` (one transfer

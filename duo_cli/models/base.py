@@ -114,6 +114,36 @@ def trunk_precision(device: torch.device | str, bf16: bool) -> Iterator[torch.dt
         yield dtype
 
 
+def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
+    """Gumbel noise shaped like ``like`` (float32, on its device): ``-log(E)``, E ~ Exp(1).
+
+    ``argmax(logits + noise)`` samples ``softmax(logits)``, and draws exactly what
+    ``torch.multinomial(softmax(logits), 1)`` draws from the same generator state (it
+    divides the probabilities by such exponential noise and takes the argmax): identical
+    actions, at half the cost (no checks of the probabilities, no softmax).
+    """
+    return torch.empty_like(like, dtype=torch.float32).exponential_().log_().neg_()
+
+
+@contextlib.contextmanager
+def weights_fixed(device: torch.device | str) -> Iterator[None]:
+    """A block in which the weights stay fixed (a rollout): a trunk run under bf16
+    autocast (:func:`trunk_precision`) casts its weights to bf16 once in the block, not
+    once per forward.
+
+    autocast keeps its casts of the weights until the outermost autocast block ends; this
+    is such a block, with autocast off (so nothing else in it changes precision). On the
+    coordinator's obs encoder the casts were a tenth of a 64-row forward, and each one
+    streamed the fp32 weights (1 MB) through the cache the env was using.
+    """
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    if not torch.amp.autocast_mode.is_autocast_available(device_type):
+        yield
+        return
+    with torch.autocast(device_type, enabled=False):
+        yield
+
+
 def frames_to_float(obs: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 NHWC frames -> ``dtype`` NCHW view in channels_last memory, scaled to [0, 1].
 

