@@ -6,15 +6,18 @@ the suite's two jobs gets on two cores).
 
 * ``coord_ppo_sps``: env steps per second of ``PPO.train`` (median over ``ITERATIONS``
   iterations after ``WARMUP``: the agents' memos fill over the first few);
-* ``coord_ppo_limit_sps``: the same work as isolated parts, timed in the same run: base
-  env steps, the novice forward on every row, the coordinator's forward (and sampling) on
-  every row, the expert forward on the rows it chose, and the coordinator's
-  forward+backward+Adam step over every chunk of every epoch of the update; each net run
-  as the loop runs it (on distinct rows, memoised: :func:`limit_sps`); each part timed three
-  times, its median kept;
-* ``coord_ppo_ratio_to_limit`` (target >= 0.85): each block measures the loop and then,
-  in the same process, the limit on the same iterations (:func:`measure`); the figures
-  printed are those of the block whose ratio is the median;
+* ``coord_ppo_limit_sps``: the same work as isolated parts (:class:`_Limit`), each
+  iteration's replayed right after it: base env steps, the novice forward on every row,
+  the coordinator's forward (and sampling) on every row, the expert forward on the rows
+  it chose, each net run as the loop runs it (on distinct rows, memoised), and
+  ``PPO.update`` itself on the iteration's rollout;
+* ``coord_ppo_ratio_to_limit`` (target >= 0.85): the median over iterations of each
+  iteration's limit time over its loop time (:func:`measure`); each block measures it in
+  a process of its own, and the figures printed are those of the block whose ratio is the
+  median;
+* ``coord_ppo_bare_limit_sps`` and ``coord_ppo_ratio_to_bare_limit``: the same with the
+  update's part the bare nets (forward+backward+Adam step of a stand-in loss, without
+  PPO's clipped losses, grad clipping and statistics): the stricter bound;
 * ``coord_ppo_baseline_sps`` and ``coord_ppo_speedup``: the same job on the tree of
   commit ``BASELINE`` (the loop before the change), run side by side, blocks interleaved;
   The job is each tree's own composition of the same command: the baseline's 16 envs x 256
@@ -26,7 +29,8 @@ the suite's two jobs gets on two cores).
   speed-up a loop with no overhead at all would show against the baseline.
 
 ``python bench/coord_ppo.py --train ROOT [OVERRIDE ...]`` runs one training measurement on
-the duo tree at ``ROOT`` and prints its steps/s (used for every side).
+the duo tree at ``ROOT`` and prints its steps/s (used for the baseline's sides);
+``--measure`` prints one block's figures.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ def measure(iterations: int = ITERATIONS, repeats: int = 1) -> tuple[float, ...]
     the very same work (the same episodes, resets, distinct rows, expert queries and
     update), within a second of each other (the machine's speed drifts by 1.5x across
     minutes: a loop and a limit taken a minute apart gave ratios 0.74-0.88 on one tree).
+    Each part is timed ``repeats`` times (once by default, as each loop iteration is: the
+    median of three repeats filtered the limit's noise and not the loop's) and keeps
+    its median.
     """
     cfg, problem, env, policy = _setup(ROOT)
     limit = _Limit(cfg, problem, env, repeats)
