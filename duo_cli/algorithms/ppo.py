@@ -21,8 +21,9 @@ from duo_cli.algorithms.base import Algorithm, AlgorithmResult, BestKeeper
 from duo_cli.algorithms.rollout import RewardScaler, Rollout, compute_gae, to_device
 from duo_cli.checkpoint import CheckpointError, load_checkpoint, save_policy
 from duo_cli.errors import ConfigError, first_line
-from duo_cli.models.base import gumbel_noise, weights_fixed
+from duo_cli.models.base import weights_fixed
 from duo_cli.models.rows import memoised
+from duo_cli.policies.base import sample_actions
 from duo_cli.rundir import RunContext
 from duo_cli.settings import setting
 from duo_cli.tables import metrics_progress, print_eval_table
@@ -108,19 +109,20 @@ class PPO(Algorithm):
         finished episodes' returns and lengths.
 
         Per step: one copy of the observation into the rollout on the training device (the
-        policy's forward reads it there), the forward, the action sampled (Gumbel-max, the
-        noise drawn once per rollout) and one copy of it back to the host. Everything else
-        waits for the rollout's end: the log-probabilities (from the stored logits), the
-        reward scaling (the same sequence of running statistics) and one copy each of the
-        rewards and ends to the device. In the loop each operation costs 2-5x what it
-        costs alone, as the env and the nets take turns with the caches.
+        policy's forward reads it there), the forward, the action sampled
+        (:func:`~duo_cli.policies.base.sample_actions`) and one copy of it back to the host.
+        Everything else waits for the rollout's end: the log-probabilities (from the stored
+        logits), the reward scaling (the same sequence of running statistics) and one copy
+        each of the rewards and ends to the device. In the loop each operation costs 2-5x
+        what it costs alone, as the env and the nets take turns with the caches. With the
+        same seed a rollout is the one the per-step form made, bit for bit.
         """
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
         policy.eval()
         forward = memoised(policy.forward, getattr(policy, "model", None))
         values, actions = rollout.values, rollout.actions
-        logits = noise = None
+        logits = None
         # ends[t] marks that obs[t] starts an episode; ends[num_steps]: the obs after it
         rewards, ends = rollout.host_rewards, rollout.host_ends
         ends[0] = next_done.cpu().numpy()
@@ -131,10 +133,9 @@ class PPO(Algorithm):
                 out = forward(rollout.obs_at(step))
                 if logits is None:
                     logits = rollout.logits_buffer(out.logits.shape[-1])
-                    noise = gumbel_noise(logits)  # sample_actions' rule, drawn at once
                 logits[step] = out.logits
                 values[step] = out.value
-                torch.argmax(logits[step] + noise[step], dim=-1, out=actions[step])
+                actions[step] = sample_actions(logits[step], 1.0)
                 next_obs, reward, terminated, truncated, info = env.step(
                     actions[step].cpu().numpy())
                 done = np.logical_or(terminated, truncated)
