@@ -4,17 +4,17 @@ The job is the suite's skyline: MiniGrid LavaGap, features obs + novice_hidden +
 novice_dist, the shipped agents, the suite's env count, one torch thread (what each of
 the suite's two jobs gets on two cores).
 
-* ``coord_ppo_sps``: env steps per second of ``PPO.train`` (median over ``ITERATIONS``
-  iterations after ``WARMUP``: the agents' memos fill over the first few);
+* ``coord_ppo_sps``: env steps per second of ``PPO.train`` (the median iteration of every
+  block's ``ITERATIONS`` after ``WARMUP``: the agents' memos fill over the first few);
 * ``coord_ppo_limit_sps``: the same work as isolated parts (:class:`_Limit`), each
   iteration's replayed right after it: base env steps, the novice forward on every row,
   the coordinator's forward (and sampling) on every row, the expert forward on the rows
   it chose, each net run as the loop runs it (on distinct rows, memoised), and
   ``PPO.update`` itself on the iteration's rollout;
-* ``coord_ppo_ratio_to_limit`` (target >= 0.85): the median over iterations of each
-  iteration's limit time over its loop time (:func:`measure`); each block measures it in
-  a process of its own, and the figures printed are those of the block whose ratio is the
-  median;
+* ``coord_ppo_ratio_to_limit`` (target >= 0.85): the median, over the timed iterations of
+  every block (each block a process of its own), of an iteration's limit time over its
+  loop time (:func:`measure`); ``coord_ppo_sps`` and ``coord_ppo_limit_sps`` are the
+  medians of the same iterations' times;
 * ``coord_ppo_bare_limit_sps`` and ``coord_ppo_ratio_to_bare_limit``: the same with the
   update's part the bare nets (forward+backward+Adam step of a stand-in loss, without
   PPO's clipped losses, grad clipping and statistics): the stricter bound;
@@ -86,19 +86,18 @@ def train_sps(root: Path, job: list[str] = JOB, iterations: int = ITERATIONS) ->
     return sps[len(sps) // 2]
 
 
-def measure(iterations: int = ITERATIONS, repeats: int = 1) -> tuple[float, ...]:
-    """The loop and its limits on the same iterations, interleaved in one process:
-    ``(loop sps, limit sps, bare nets' limit sps, ratio, bare ratio)``.
+def measure(iterations: int = ITERATIONS, repeats: int = 1) -> dict[str, list[float]]:
+    """The loop and its limits on the same iterations, interleaved in one process: per
+    timed iteration, the seconds of the loop (``loop``), of its limit (``limit``) and of
+    the bare nets' limit (``bare``); and the batch (``steps``).
 
     ``PPO.train`` runs ``WARMUP`` + ``iterations`` iterations; right after each, its work
-    is replayed as isolated parts (:class:`_Limit`). Each ratio is the median over the
-    timed iterations of the iteration's limit time over its loop time: loop and limit did
-    the very same work (the same episodes, resets, distinct rows, expert queries and
-    update), within a second of each other (the machine's speed drifts by 1.5x across
-    minutes: a loop and a limit taken a minute apart gave ratios 0.74-0.88 on one tree).
-    Each part is timed ``repeats`` times (once by default, as each loop iteration is: the
-    median of three repeats filtered the limit's noise and not the loop's) and keeps
-    its median.
+    is replayed as isolated parts (:class:`_Limit`): loop and limit do the very same work
+    (the same episodes, resets, distinct rows, expert queries and update) within a second
+    of each other (the machine's speed drifts by 1.5x across minutes: a loop and a limit
+    taken a minute apart gave ratios 0.74-0.88 on one tree). Each part is timed
+    ``repeats`` times (once by default, as each loop iteration is: the median of three
+    repeats filtered the limit's noise and not the loop's) and keeps its median.
     """
     cfg, problem, env, policy = _setup(ROOT)
     limit = _Limit(cfg, problem, env, repeats)
@@ -114,12 +113,9 @@ def measure(iterations: int = ITERATIONS, repeats: int = 1) -> tuple[float, ...]
     for name in names:
         share = total[name] / sum(total[n] for n in names)
         print(f"# limit part {name}: {share:.0%}", file=sys.stderr)
-    full = [sum(v for n, v in p.items() if n != "bare_update") for p in parts]
+    full = [sum(p[n] for n in names) for p in parts]
     bare = [f - p["update"] + p["bare_update"] for f, p in zip(full, parts, strict=True)]
-    med = statistics.median
-    return (batch / med(loop), batch / med(full), batch / med(bare),
-            med(f / t for f, t in zip(full, loop, strict=True)),
-            med(b / t for b, t in zip(bare, loop, strict=True)))
+    return {"steps": [batch], "loop": loop, "limit": full, "bare": bare}
 
 
 class _Limit:
@@ -342,11 +338,11 @@ def _shape() -> tuple[str, str]:
     return f"env.num_envs={cfg.env.num_envs}", f"algorithm.num_steps={cfg.algorithm.num_steps}"
 
 
-def _subprocess(*args: str) -> list[float]:
-    """This script run with ``args``: the numbers of its last line."""
+def _subprocess(*args: str) -> str:
+    """This script run with ``args``: the last line it printed."""
     out = subprocess.run([sys.executable, __file__, *args],
                          capture_output=True, text=True, check=True)
-    return [float(x) for x in out.stdout.strip().splitlines()[-1].split()]
+    return out.stdout.strip().splitlines()[-1]
 
 
 def main(blocks: int = 3) -> None:
@@ -354,32 +350,36 @@ def main(blocks: int = 3) -> None:
         baseline = _baseline_tree(Path(tmp))
         runs, old, old_shape = [], [], []
         for _ in range(blocks):
-            runs.append(_subprocess("--measure"))
+            runs.append(json.loads(_subprocess("--measure")))
             if baseline is not None:
-                old.append(_subprocess("--train", str(baseline))[0])
-                old_shape.append(_subprocess("--train", str(baseline), *_shape())[0])
-    # the ratios: the median block's (each block's loop and limits on the same iterations)
-    new, limit, bare, ratio, bare_ratio = sorted(runs, key=lambda r: r[3])[len(runs) // 2]
-    print("# ratio per block: " + ", ".join(f"{r[3]:.3f}" for r in runs), file=sys.stderr)
-    emit("coord_ppo_sps", new, "{:.0f}")
-    emit("coord_ppo_limit_sps", limit, "{:.0f}")
-    emit("coord_ppo_ratio_to_limit", ratio)
-    emit("coord_ppo_bare_limit_sps", bare, "{:.0f}")
-    emit("coord_ppo_ratio_to_bare_limit", bare_ratio)
+                old.append(float(_subprocess("--train", str(baseline))))
+                old_shape.append(float(_subprocess("--train", str(baseline), *_shape())))
+    # every timed iteration of every block, paired with its own limit
+    med, batch = statistics.median, runs[0]["steps"][0]
+    pooled = {key: [t for r in runs for t in r[key]] for key in ("loop", "limit", "bare")}
+    ratio = {key: med(x / t for x, t in zip(pooled[key], pooled["loop"], strict=True))
+             for key in ("limit", "bare")}
+    print("# ratio per block (median of its iterations): " + ", ".join(
+        f"{med(x / t for x, t in zip(r['limit'], r['loop'], strict=True)):.3f}" for r in runs),
+        file=sys.stderr)
+    emit("coord_ppo_sps", batch / med(pooled["loop"]), "{:.0f}")
+    emit("coord_ppo_limit_sps", batch / med(pooled["limit"]), "{:.0f}")
+    emit("coord_ppo_ratio_to_limit", ratio["limit"])
+    emit("coord_ppo_bare_limit_sps", batch / med(pooled["bare"]), "{:.0f}")
+    emit("coord_ppo_ratio_to_bare_limit", ratio["bare"])
     if old:
         # speed-ups: the best of the blocks on each side, the least disturbed by other work
-        best = max(r[0] for r in runs)
+        best = max(batch / med(r["loop"]) for r in runs)
         emit("coord_ppo_baseline_sps", max(old), "{:.0f}")
         emit("coord_ppo_speedup", best / max(old))
         emit("coord_ppo_baseline_same_shape_sps", max(old_shape), "{:.0f}")
         emit("coord_ppo_speedup_same_shape", best / max(old_shape))
-        emit("coord_ppo_limit_speedup", max(r[1] for r in runs) / max(old))
-
+        emit("coord_ppo_limit_speedup", max(batch / med(r["limit"]) for r in runs) / max(old))
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--train"]:
         print(train_sps(Path(sys.argv[2]), JOB + sys.argv[3:]))
     elif sys.argv[1:2] == ["--measure"]:
-        print(*measure())
+        print(json.dumps(measure()))
     else:
         main()
