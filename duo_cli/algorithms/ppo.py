@@ -115,7 +115,8 @@ class PPO(Algorithm):
         logits), the reward scaling (the same sequence of running statistics) and one copy
         each of the rewards and ends to the device. In the loop each operation costs 2-5x
         what it costs alone, as the env and the nets take turns with the caches. With the
-        same seed a rollout is the one the per-step form made, bit for bit.
+        same seed, training is bit for bit what it was when all of it ran per step (commit
+        495adde; README, "The limit on the very iterations it bounds").
         """
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
