@@ -93,3 +93,13 @@ def test_the_card_has_full_curves_and_the_yamls_train_its_budget():
         # the training the curves measured: their rollout shape and the bf16 obs encoder
         shape = (cfg.env.num_envs, cfg.algorithm.num_steps, cfg.policy.bf16)
         assert shape == card.CURVES_SHAPE, name
+
+
+def test_adding_a_seed_keeps_the_other_rows_and_replaces_its_own():
+    sets = _card("feature_sets")
+    row = {"task": "T", "seed": 0, "set": "a", "val_true": 0.5, "val_true_ci": 0.1}
+    kept = [row, {**row, "set": "b", "val_true": 0.4}]
+    new = [{**row, "val_true": 0.7}, {**row, "seed": 1}]
+    out = sets.merged(kept, new)
+    assert [(r["set"], r["seed"], r["val_true"]) for r in out] == [
+        ("a", 0, 0.7), ("b", 0, 0.4), ("a", 1, 0.5)]

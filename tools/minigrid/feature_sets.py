@@ -15,7 +15,8 @@ and prints, per task and set, the val_true reward of the checkpoint chosen on va
 and the winner per task and seed. A set is *dominated* on a task when its val_true reward
 lies below the best's (same task and seed) by more than the best's 95% CI. Sweeps of
 several seeds (``seed=0,1``) give one block per seed, and the sets dominated on no task
-under any seed. ``--write`` keeps the rows as the card's data
+under any seed. ``--add`` adds a sweep's rows (another seed) to the card's data;
+``--write`` keeps the rows as the card's data
 (``checkpoints/minigrid/skyline/feature_sets.json``): the suite's default skyline sets are
 the sets it names as dominated on no task (``tests/test_skyline_card.py``).
 """
@@ -77,6 +78,14 @@ def undominated(data: list[dict]) -> list[str]:
     return sorted({r["set"] for r in data} - dominated)
 
 
+def merged(kept: list[dict], new: list[dict]) -> list[dict]:
+    """``kept`` rows with ``new`` ones added; a new row replaces a kept one of the same
+    task, set and seed."""
+    out = {(r["task"], r["set"], r["seed"]): r for r in kept}
+    out.update({(r["task"], r["set"], r["seed"]): r for r in new})
+    return sorted(out.values(), key=_ranked)
+
+
 def write(data: list[dict], alpha: float, path: Path = DATA) -> None:
     """The rows (without their job dirs) as the card's data, written atomically."""
     kept = [{k: v for k, v in r.items() if k != "job"} for r in data]
@@ -107,8 +116,12 @@ def main() -> None:
     p.add_argument("sweeps", type=Path, nargs="+", help="duo sweep dirs")
     p.add_argument("--alpha", type=float, default=0.6)
     p.add_argument("--write", action="store_true", help=f"keep the rows in {DATA.name}")
+    p.add_argument("--add", action="store_true",
+                   help=f"add the sweeps' rows to those {DATA.name} holds (theirs win)")
     args = p.parse_args()
     data = rows(args.sweeps, args.alpha)
+    if args.add:
+        data = merged(read(), data)
     if args.write:
         write(data, args.alpha)
     print(table(data, args.alpha))
