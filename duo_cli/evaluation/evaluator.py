@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from duo_cli.evaluation.statistics import summarize_episodes
+from duo_cli.models.base import weights_fixed
 from duo_cli.policies.base import act_rows
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,9 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, policy: Any) -> dict[str, Any]:
-        """Score ``policy``; the agents' sampling is seeded too, so re-runs are identical."""
-        with torch.random.fork_rng():
+        """Score ``policy``; the agents' sampling is seeded too, so re-runs are identical.
+        The weights stay fixed meanwhile: a bf16 trunk casts them once (:func:`weights_fixed`)."""
+        with torch.random.fork_rng(), weights_fixed(getattr(policy, "device", "cpu")):
             torch.manual_seed(self.seed)
             return self._evaluate(policy)
 
