@@ -93,7 +93,11 @@ def test_sample_actions_draws_what_multinomial_draws(temperature):
     torch.manual_seed(7)
     probs = torch.softmax(logits / temperature, -1)
     theirs = torch.stack([torch.multinomial(probs, 1)[:, 0] for _ in range(200)])
-    assert torch.equal(ours, theirs)
+    # Equal in exact arithmetic (argmax of p/E against argmax of logits - log E); float
+    # rounding, which differs between CPUs' exp/log kernels, can flip a near-tie, about
+    # 1e-7 of draws (all 64,000 agree here). Another sampler, or the same noise used any
+    # other way, agrees on about a third of them.
+    assert (ours != theirs).float().mean().item() <= 1e-3
 
 
 def test_sample_actions_greedy_at_temperature_zero():

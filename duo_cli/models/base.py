@@ -120,8 +120,9 @@ def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
     ``argmax(logits + noise)`` samples ``softmax(logits)``, and draws what
     ``torch.multinomial(softmax(logits), 1)`` draws from the same generator state (its
     one-sample path divides the probabilities by such exponential noise and takes the
-    argmax; identical actions on the CPU, ``tests/test_ppo_collect.py``), at half the cost
-    (no checks of the probabilities, no softmax).
+    argmax; the same actions but for float rounding of a near-tie,
+    ``tests/test_ppo_collect.py``), at half the cost (no checks of the probabilities, no
+    softmax).
     """
     return torch.empty_like(like, dtype=torch.float32).exponential_().log_().neg_()
 
