@@ -191,7 +191,7 @@ class _Limit:
                 returns) -> dict[str, float]:
         med, repeats = statistics.median, self.repeats
         steps = rollout.num_steps
-        obs = [{key: v[t] for key, v in rollout.obs.items()} for t in range(steps)]
+        obs = [rollout.obs_at(t) for t in range(steps)]
         chose = rollout.actions == 1
         part = {"env": _timed(lambda: self._step_replay(self.base_actions[-steps:]))}
         _restore(policy, optimizer, before)

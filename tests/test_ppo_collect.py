@@ -48,6 +48,10 @@ def test_rollout_holds_what_the_policy_saw_and_did(tmp_path):
     np.testing.assert_array_equal(next_done.numpy(), [1, 1])
     np.testing.assert_array_equal(rollout.rewards.numpy(),
                                   np.asarray(REWARDS, np.float32)[rollout.actions.numpy()])
+    # the policy again on all 12 rows at once: another batch size than the collection's 2
+    # may round the last bits differently (BLAS blocking, Intel or AMD), well inside
+    # assert_close's float32 tolerance (rtol 1.3e-6, atol 1e-5); a wrong row or action
+    # moves a log-probability by far more
     with torch.no_grad():
         out = policy.forward(rollout.obs.reshape(12, 2, 1, 1))
     logp = out.logits.log_softmax(-1).gather(-1, rollout.actions.reshape(12, 1))[:, 0]
@@ -67,6 +71,7 @@ def test_deferred_scaling_is_the_per_step_scaler(tmp_path):
     deferred = RewardScaler(3, gamma=0.9)
     scaled = rewards.copy()
     deferred.scale_steps(scaled, dones)
+    # exact: the same float64 numpy operations in the same order, on any CPU
     np.testing.assert_array_equal(scaled, expected.astype(np.float32))
     assert deferred.state_dict() == step_by_step.state_dict()
 
@@ -79,6 +84,7 @@ def test_collection_scales_rewards_as_the_scaler_does(tmp_path):
     ends = np.vstack([raw.dones.numpy()[1:], next_done.numpy()[None]])  # steps that end one
     want = [expected(r, e.astype(bool))
             for r, e in zip(raw.rewards.numpy(), ends, strict=True)]
+    # the same operations as the scaler's; rtol 1e-6 only for the float32 storage
     np.testing.assert_allclose(scaled.rewards.numpy(), np.stack(want), rtol=1e-6)
     assert scaler.state_dict() == pytest.approx(expected.state_dict())
 

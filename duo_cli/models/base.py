@@ -114,19 +114,6 @@ def trunk_precision(device: torch.device | str, bf16: bool) -> Iterator[torch.dt
         yield dtype
 
 
-def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
-    """Gumbel noise shaped like ``like`` (float32, on its device): ``-log(E)``, E ~ Exp(1).
-
-    ``argmax(logits + noise)`` samples ``softmax(logits)``, and draws what
-    ``torch.multinomial(softmax(logits), 1)`` draws from the same generator state (its
-    one-sample path divides the probabilities by such exponential noise and takes the
-    argmax; the same actions but for float rounding of a near-tie,
-    ``tests/test_ppo_collect.py``), at half the cost (no checks of the probabilities, no
-    softmax).
-    """
-    return torch.empty_like(like, dtype=torch.float32).exponential_().log_().neg_()
-
-
 @contextlib.contextmanager
 def weights_fixed(device: torch.device | str) -> Iterator[None]:
     """A block in which the weights stay fixed (a rollout): a trunk run under bf16

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from duo_cli.models.base import gumbel_noise
 from duo_cli.settings import NoSettings
 
 
@@ -88,12 +87,16 @@ def _host(action: Any) -> np.ndarray:
 def sample_actions(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Sample from softmax(logits / temperature); temperature 0 means greedy.
 
-    Gumbel-max (:func:`~duo_cli.models.base.gumbel_noise`): the actions
-    ``torch.multinomial`` would draw, at half its cost.
+    Gumbel-max: ``argmax(logits - log(E))``, E ~ Exp(1). It draws what
+    ``torch.multinomial(softmax(logits), 1)`` draws from the same generator state (its
+    one-sample path divides the probabilities by such exponential noise and takes the
+    argmax; the same actions but for float rounding of a near-tie,
+    ``tests/test_ppo_collect.py``), at half the cost (no checks of the probabilities, no
+    softmax).
     """
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    return (logits + gumbel_noise(logits)).argmax(dim=-1)
+    return (logits - torch.empty_like(logits).exponential_().log_()).argmax(dim=-1)
