@@ -5,7 +5,8 @@ novice_dist, the shipped agents, the suite's env count, one torch thread (what e
 the suite's two jobs gets on two cores).
 
 * ``coord_ppo_sps``: env steps per second of ``PPO.train`` (the median iteration of every
-  block's ``ITERATIONS`` after ``WARMUP``: the agents' memos fill over the first few);
+  block's ``ITERATIONS`` after ``WARMUP``: the agents' memos and the process's heap warm
+  over the first dozen);
 * ``coord_ppo_limit_sps``: the same work as isolated parts (:class:`_Limit`), each
   iteration's replayed right after it: base env steps, the novice forward on every row,
   the coordinator's forward (and sampling) on every row, the expert forward on the rows
@@ -52,8 +53,14 @@ BASELINE = "0d26e0e"
 JOB = ["benchmark=yrc_minigrid", "env.task=LavaGap", "algorithm=skyline_obs_hidden_dist",
        "coordination.expert_query_cost_weight=0.4"]
 ITERATIONS = 6
-#: iterations before the timed ones: the limit times its third collection (two warm the memos)
-WARMUP = 2
+#: iterations before the timed ones: the agents' memos warm over the first two, and the
+#: process's heap over the first dozen or so (glibc grows it, and its mmap threshold,
+#: step by step as it meets the update's larger buffers: until then the loop's update
+#: page-faults thousands of times, 15-60 ms an iteration, where its replay, run second on
+#: the same sizes, meets a warm heap). The bench measures the steady state, which the
+#: suite's jobs (190 iterations per alpha) spend all but their first dozen iterations in;
+#: it prints the timed loop updates' page faults to show it got there.
+WARMUP = 12
 
 
 def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
@@ -108,6 +115,8 @@ def measure(iterations: int = ITERATIONS, repeats: int = 1) -> dict[str, list[fl
     # an iteration's time, less the bench's own work inside it (the replays, in the update)
     loop = [batch / r["sps"] - s for r, s in zip(rows, limit.inside_s, strict=True)][WARMUP:]
     parts = limit.parts[WARMUP:]
+    print(f"# loop update page faults, median of the timed iterations: "
+          f"{statistics.median(limit.faults[WARMUP:]):.0f}", file=sys.stderr)
     total = {name: sum(p[name] for p in parts) for name in parts[0]}
     names = ("env", "novice", "coordinator", "expert", "update")
     for name in names:
@@ -148,7 +157,7 @@ class _Limit:
         self.novice = ForwardMemo(env.agents.novice.forward)
         self.expert = ForwardMemo(env.agents.expert.forward)
         self.reset, self.step = env.reset, env.step
-        self.base_actions, self.parts, self.inside_s = [], [], []
+        self.base_actions, self.parts, self.inside_s, self.faults = [], [], [], []
         env.reset, env.step = self._reset, self._step
 
     def _reset(self, **kwargs):
@@ -171,9 +180,10 @@ class _Limit:
         def timed_update(policy, optimizer, rollout, advantages, returns):
             t0 = time.perf_counter()
             before = _train_state(policy, optimizer)
-            t1 = time.perf_counter()
+            faults, t1 = _minor_faults(), time.perf_counter()
             out = update(policy, optimizer, rollout, advantages, returns)
             t2 = time.perf_counter()
+            self.faults.append(_minor_faults() - faults)
             after = _train_state(policy, optimizer)
             self.parts.append(self._replay(update, policy, optimizer, before,
                                            rollout, advantages, returns))
@@ -207,6 +217,13 @@ class _Limit:
         part["bare_update"] = med(_update_time(policy, before["weights"], obs, self.cfg.algorithm)
                                   for _ in range(repeats))
         return part
+
+
+def _minor_faults() -> int:
+    """This process's minor page faults so far."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _train_state(policy, optimizer) -> dict:

@@ -26,18 +26,15 @@ def compute_gae(
     unless ``next_done`` says that state starts a new episode.
     Returns ``(advantages, returns)``.
     """
-    steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
+    # every step's TD error and discount at once; only the recursion runs per step
+    nonterminal = 1.0 - torch.cat([dones[1:], next_done[None]])
+    next_values = torch.cat([values[1:], next_value[None]])
+    delta = rewards + gamma * next_values * nonterminal - values
+    discount = gamma * lam * nonterminal
+    advantages = torch.empty_like(rewards)
     last = torch.zeros_like(next_value)
-    for t in reversed(range(steps)):
-        if t == steps - 1:
-            nonterminal = 1.0 - next_done
-            next_values = next_value
-        else:
-            nonterminal = 1.0 - dones[t + 1]
-            next_values = values[t + 1]
-        delta = rewards[t] + gamma * next_values * nonterminal - values[t]
-        last = delta + gamma * lam * nonterminal * last
+    for t in reversed(range(rewards.shape[0])):
+        last = delta[t] + discount[t] * last
         advantages[t] = last
     return advantages, advantages + values
 
