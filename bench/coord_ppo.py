@@ -36,15 +36,19 @@ the duo tree at ``ROOT`` and prints its steps/s (used for the baseline's sides);
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the commit whose PPO loop the speed-up is measured against (before issue 22)
@@ -53,13 +57,10 @@ BASELINE = "0d26e0e"
 JOB = ["benchmark=yrc_minigrid", "env.task=LavaGap", "algorithm=skyline_obs_hidden_dist",
        "coordination.expert_query_cost_weight=0.4"]
 ITERATIONS = 6
-#: iterations before the timed ones: the agents' memos warm over the first two, and the
-#: process's heap over the first dozen or so (glibc grows it, and its mmap threshold,
-#: step by step as it meets the update's larger buffers: until then the loop's update
-#: page-faults thousands of times, 15-60 ms an iteration, where its replay, run second on
-#: the same sizes, meets a warm heap). The bench measures the steady state, which the
-#: suite's jobs (190 iterations per alpha) spend all but their first dozen iterations in;
-#: it prints the timed loop updates' page faults to show it got there.
+#: iterations before the timed ones: the agents' memos warm over two, the heap over a dozen
+#: (until glibc has grown it to the update's buffers, the loop's update page-faults
+#: thousands of times, 15-60 ms, where its replay meets a warm heap); the suite's jobs spend
+#: all but a process's first dozen iterations in the steady state timed here
 WARMUP = 12
 
 
@@ -70,8 +71,6 @@ def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
 def _setup(root: Path, job: list[str] = JOB):
     """The composed job, its problem, train CoordEnv and coordinator, on the tree ``root``."""
     sys.path.insert(0, str(root))
-    import torch
-
     from duo_cli.config import compose
     from duo_cli.coordination.problem import CoordProblem
 
@@ -113,10 +112,8 @@ def measure(iterations: int = ITERATIONS, repeats: int = 1) -> dict[str, list[fl
     env.close()
     batch = env.num_envs * int(cfg.algorithm.num_steps)
     # an iteration's time, less the bench's own work inside it (the replays, in the update)
-    loop = [batch / r["sps"] - s for r, s in zip(rows, limit.inside_s, strict=True)][WARMUP:]
-    parts = limit.parts[WARMUP:]
-    print(f"# loop update page faults, median of the timed iterations: "
-          f"{statistics.median(limit.faults[WARMUP:]):.0f}", file=sys.stderr)
+    every = [batch / r["sps"] - s for r, s in zip(rows, limit.inside_s, strict=True)]
+    loop, parts = every[WARMUP:], limit.parts[WARMUP:]
     total = {name: sum(p[name] for p in parts) for name in parts[0]}
     names = ("env", "novice", "coordinator", "expert", "update")
     for name in names:
@@ -124,7 +121,10 @@ def measure(iterations: int = ITERATIONS, repeats: int = 1) -> dict[str, list[fl
         print(f"# limit part {name}: {share:.0%}", file=sys.stderr)
     full = [sum(p[n] for n in names) for p in parts]
     bare = [f - p["update"] + p["bare_update"] for f, p in zip(full, parts, strict=True)]
-    return {"steps": [batch], "loop": loop, "limit": full, "bare": bare}
+    # the heap's warm-up (after the memos'), reported beside the steady state
+    warm = [(sum(p[n] for n in names), t) for p, t in zip(limit.parts, every, strict=True)][2:WARMUP]
+    return {"steps": [batch], "loop": loop, "limit": full, "bare": bare,
+            "faults": limit.faults[WARMUP:], "warmup_ratio": [x / t for x, t in warm]}
 
 
 class _Limit:
@@ -221,24 +221,16 @@ class _Limit:
 
 def _minor_faults() -> int:
     """This process's minor page faults so far."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _train_state(policy, optimizer) -> dict:
     """Copies of the weights, optimizer state and torch's RNG state."""
-    import copy
-
-    import torch
-
     return {"weights": copy.deepcopy(policy.model.state_dict()),
             "optimizer": copy.deepcopy(optimizer.state_dict()), "rng": torch.get_rng_state()}
 
 
 def _restore(policy, optimizer, state: dict) -> None:
-    import torch
-
     policy.model.load_state_dict(state["weights"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
@@ -248,8 +240,6 @@ def _net_times(novice, expert, policy, obs: list, chose, repeats: int) -> dict[s
     """Seconds of one iteration's forwards (the median of ``repeats``): the novice on every
     frame, the expert on the frames whose row chose it (each memo rewound to its state
     before the iteration, then left warm with its rows), the coordinator memoised afresh."""
-    import torch
-
     from duo_cli.models.base import weights_fixed
     from duo_cli.models.rows import ForwardMemo
 
@@ -308,8 +298,6 @@ def _train(cfg, problem, env, policy, iterations: int, on_algorithm=None) -> lis
 def _update_time(policy, weights, obs: list, hp) -> float:
     """The update's forward+backward+step over every chunk of every epoch, with a stand-in
     loss, from ``weights``: the bare nets' work (the bare limit's update part)."""
-    import torch
-
     policy.model.load_state_dict(weights)
     batch = {k: torch.stack([o[k] for o in obs]).flatten(0, 1) for k in obs[0]}
     size = len(batch["base_obs"])
@@ -379,6 +367,10 @@ def main(blocks: int = 3) -> None:
     print("# ratio per block (median of its iterations): " + ", ".join(
         f"{med(x / t for x, t in zip(r['limit'], r['loop'], strict=True)):.3f}" for r in runs),
         file=sys.stderr)
+    warm = med(x for r in runs for x in r["warmup_ratio"])
+    faults = med(x for r in runs for x in r["faults"])
+    print(f"# over the heap's warm-up (iterations 3-{WARMUP}), not in the figures: ratio "
+          f"{warm:.3f}; the timed loop updates' page faults, median {faults:.0f}", file=sys.stderr)
     emit("coord_ppo_sps", batch / med(pooled["loop"]), "{:.0f}")
     emit("coord_ppo_limit_sps", batch / med(pooled["limit"]), "{:.0f}")
     emit("coord_ppo_ratio_to_limit", ratio["limit"])
