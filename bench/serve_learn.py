@@ -30,6 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# bench/coord_ppo.py: the same in-process measurement, after as many warm-up iterations
+from coord_ppo import WARMUP, train_sps  # noqa: E402
+
 NUM_ENVS, NUM_STEPS = 16, 64
 #: ``coordination.train_setting=test``: in process, the coordinator learns on the hard variant
 #: the served games play (the test split's difficulty; the default ``sim`` setting trains
@@ -57,9 +60,7 @@ def coordinator(directory: Path) -> Path:
 
 
 def inprocess_sps(iterations: int = 3) -> float:
-    """``PPO.train`` of the job: median steps/s of the iterations after the first."""
-    from coord_ppo import train_sps  # bench/coord_ppo.py: the same measurement
-
+    """``PPO.train`` of the job: median steps/s of the iterations after the first ``WARMUP``."""
     return train_sps(REPO, JOB, iterations)
 
 
@@ -101,7 +102,8 @@ def served_sps(ckpt: Path, run_dir: Path, updates: int = 3) -> float:
     """Steps/s through a learning server over ``updates`` updates' worth of steps."""
     proc, url = serve(ckpt, run_dir)
     try:
-        drive(url, NUM_STEPS, "warm")  # warm-up: one update's worth
+        # as many updates' worth of warm-up as the in-process side's iterations (coord_ppo.py)
+        drive(url, NUM_STEPS * WARMUP, "warm")
         rounds = NUM_STEPS * updates
         seconds, seen = drive(url, rounds, "run")
         print(f"# {seen} updates by the end of the measurement", file=sys.stderr)
