@@ -62,6 +62,8 @@ ITERATIONS = 6
 #: thousands of times, 15-60 ms, where its replay meets a warm heap); the suite's jobs spend
 #: all but a process's first dozen iterations in the steady state timed here
 WARMUP = 12
+#: of those, the iterations in which the agents' memos warm
+MEMO_WARMUP = 2
 
 
 def emit(name: str, value: float, fmt: str = "{:.3f}") -> None:
@@ -122,7 +124,8 @@ def measure(iterations: int = ITERATIONS, repeats: int = 1) -> dict[str, list[fl
     full = [sum(p[n] for n in names) for p in parts]
     bare = [f - p["update"] + p["bare_update"] for f, p in zip(full, parts, strict=True)]
     # the heap's warm-up (after the memos'), reported beside the steady state
-    warm = [(sum(p[n] for n in names), t) for p, t in zip(limit.parts, every, strict=True)][2:WARMUP]
+    warm = [(sum(p[n] for n in names), t)
+            for p, t in zip(limit.parts, every, strict=True)][MEMO_WARMUP:WARMUP]
     return {"steps": [batch], "loop": loop, "limit": full, "bare": bare,
             "faults": limit.faults[WARMUP:], "warmup_ratio": [x / t for x, t in warm]}
 
@@ -369,7 +372,7 @@ def main(blocks: int = 3) -> None:
         file=sys.stderr)
     warm = med(x for r in runs for x in r["warmup_ratio"])
     faults = med(x for r in runs for x in r["faults"])
-    print(f"# over the heap's warm-up (iterations 3-{WARMUP}), not in the figures: ratio "
+    print(f"# over the heap's warm-up (iterations {MEMO_WARMUP + 1}-{WARMUP}), not in the figures: ratio "
           f"{warm:.3f}; the timed loop updates' page faults, median {faults:.0f}", file=sys.stderr)
     emit("coord_ppo_sps", batch / med(pooled["loop"]), "{:.0f}")
     emit("coord_ppo_limit_sps", batch / med(pooled["limit"]), "{:.0f}")
