@@ -76,6 +76,11 @@ def cpu_computes_bf16() -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
+def _device_type(device: torch.device | str) -> str:
+    """``"cpu"``, ``"cuda"``, ... of ``device`` (no new ``torch.device`` in a forward's path)."""
+    return device.type if isinstance(device, torch.device) else torch.device(device).type
+
+
 def trunk_dtype(device: torch.device | str, bf16: bool) -> torch.dtype:
     """The dtype a model's trunk computes in on ``device``: the one place this is decided.
 
@@ -88,7 +93,7 @@ def trunk_dtype(device: torch.device | str, bf16: bool) -> torch.dtype:
     """
     if not bf16:
         return torch.float32
-    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    device_type = _device_type(device)
     if device_type == "cpu" and not cpu_computes_bf16():
         return torch.float32
     return torch.bfloat16 if _bf16_autocast_available(device_type) else torch.float32
@@ -109,7 +114,7 @@ def trunk_precision(device: torch.device | str, bf16: bool) -> Iterator[torch.dt
     if dtype == torch.float32:
         yield dtype
         return
-    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    device_type = _device_type(device)
     with torch.autocast(device_type, dtype=dtype):
         yield dtype
 
@@ -125,7 +130,7 @@ def weights_fixed(device: torch.device | str) -> Iterator[None]:
     coordinator's obs encoder the casts were a tenth of a 64-row forward, and each one
     streamed the fp32 weights (1 MB) through the cache the env was using.
     """
-    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    device_type = _device_type(device)
     if not torch.amp.autocast_mode.is_autocast_available(device_type):
         yield
         return
